@@ -1,0 +1,201 @@
+//! The command-line surface (clap derive). Durations and sizes are parsed here.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "mcpvisor", version, about = "A process supervisor for MCP stdio servers", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an MCP stdio server under supervision, relaying JSON-RPC on stdin/stdout.
+    ///
+    /// Put `mcpvisor run -- COMMAND ARGS...` in your MCP client's config in place of the server
+    /// command. Only protocol messages are written to stdout; logs go to stderr or --log-file.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Working directory for the server.
+    #[arg(long, value_name = "DIR")]
+    pub cwd: Option<PathBuf>,
+
+    /// Extra environment variable for the server (repeatable).
+    #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
+    pub env: Vec<(OsString, OsString)>,
+
+    /// After closing the server's stdin, how long to wait before SIGTERM.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub stop_grace: Duration,
+
+    /// After SIGTERM, how long to wait before SIGKILL.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = parse_duration)]
+    pub kill_after: Duration,
+
+    /// Largest message accepted in either direction (e.g. 64MiB, 512KiB, 1000000).
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub max_message_size: usize,
+
+    /// Write mcpvisor's logs (and the server's stderr) to this file instead of stderr.
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Least severe log level written: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = parse_level)]
+    pub log_level: tracing::Level,
+
+    /// First restart delay; doubles with each quick crash (with jitter).
+    #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = parse_duration)]
+    pub backoff_initial: Duration,
+
+    /// Longest restart delay.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub backoff_max: Duration,
+
+    /// Most restarts within --restart-window before the server is marked Failed.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_restarts: u32,
+
+    /// The rolling window --max-restarts counts in.
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub restart_window: Duration,
+
+    /// What to do when the restart limit is reached: keep answering with errors until a restart
+    /// slot frees (wait), or exit with status 4 (exit; for systemd's Restart=).
+    #[arg(long, value_name = "ACTION", default_value = "wait")]
+    pub on_failure: OnFailure,
+
+    /// Most client messages held while the server restarts; more get an error at once.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub queue_limit: usize,
+
+    /// Do not re-send safe requests (tools/list, resources/read, ...) that were in flight at a crash;
+    /// answer them with an error instead.
+    #[arg(long)]
+    pub no_retry: bool,
+
+    /// Probe the server after it has been silent this long (0 disables liveness checks).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub ping_interval: Duration,
+
+    /// How long a probe may go unanswered before it counts as a miss.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub ping_timeout: Duration,
+
+    /// Misses in a row after which the server is declared hung and restarted.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ping_failures: u32,
+
+    /// Answer a client request with an error (and cancel it at the server) if the server has not
+    /// answered within this time. Off by default.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub request_timeout: Option<Duration>,
+
+    /// On SIGTERM/SIGINT or client EOF, how long in-flight requests may take to finish.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// The server command and its arguments, after `--`.
+    #[arg(last = true, required = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnFailure {
+    Wait,
+    Exit,
+}
+
+/// Parses `250ms`, `30s`, `1h`, `1m30s`, or a bare `0`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if s.chars().all(|c| c == '0') && !s.is_empty() {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write durations like 250ms, 30s, 5m, 1h)"))
+}
+
+/// Parses a byte size: `1048576`, `512K`, `512KiB`, `64M`, `64MiB`, `1G`, `10MB` (powers of 1000).
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits.parse().map_err(|_| format!("`{s}` is not a size (write e.g. 64MiB, 512KiB or 1000000)"))?;
+    let mult: usize = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "kb" => 1000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("unknown size unit in `{s}` (use B, KiB, MiB, GiB, KB, MB or GB)")),
+    };
+    let size = n.checked_mul(mult).ok_or_else(|| format!("`{s}` is too large"))?;
+    if size == 0 {
+        return Err("the size must be greater than zero".into());
+    }
+    Ok(size)
+}
+
+fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
+    }
+}
+
+fn parse_level(s: &str) -> Result<tracing::Level, String> {
+    s.parse().map_err(|_| format!("`{s}` is not a log level (error, warn, info, debug, trace)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64MiB"), Ok(64 << 20));
+        assert_eq!(parse_size("512K"), Ok(512 << 10));
+        assert_eq!(parse_size("10MB"), Ok(10_000_000));
+        assert_eq!(parse_size("1000"), Ok(1000));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn run_requires_the_command_after_double_dash() {
+        assert!(Cli::try_parse_from(["mcpvisor", "run", "server"]).is_err());
+        assert!(Cli::try_parse_from(["mcpvisor", "run"]).is_err());
+        let cli = Cli::try_parse_from(["mcpvisor", "run", "--env", "A=b=c", "--", "server", "--flag"]).expect("parse");
+        let Command::Run(args) = cli.command;
+        assert_eq!(args.command, vec![OsString::from("server"), OsString::from("--flag")]);
+        assert_eq!(args.env, vec![(OsString::from("A"), OsString::from("b=c"))]);
+    }
+}

@@ -1,0 +1,65 @@
+//! The resolved settings of `mcpvisor run`, with defaults applied and values checked.
+
+use std::time::Duration;
+
+use crate::child::{ChildSpec, StopTimings};
+use crate::cli::{OnFailure, RunArgs};
+use crate::policy::PolicyConfig;
+
+/// How long a child counts as having started well: a crash after this resets the backoff.
+pub const STABLE_AFTER: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub spec: ChildSpec,
+    pub stop: StopTimings,
+    pub max_message_size: usize,
+    pub policy: PolicyConfig,
+    pub on_failure: OnFailure,
+    pub queue_limit: usize,
+    pub retry: bool,
+    /// `None` when liveness checks are off.
+    pub ping_interval: Option<Duration>,
+    pub ping_timeout: Duration,
+    pub ping_failures: u32,
+    pub request_timeout: Option<Duration>,
+    pub drain_timeout: Duration,
+}
+
+impl RunConfig {
+    pub fn from_args(args: &RunArgs) -> Result<RunConfig, String> {
+        let (program, rest) = args.command.split_first().ok_or("no server command given after `--`")?;
+        if program.is_empty() {
+            return Err("the server command is empty".into());
+        }
+        if args.ping_interval > Duration::ZERO && args.ping_timeout.is_zero() {
+            return Err("--ping-timeout must be greater than zero".into());
+        }
+        if args.backoff_max < args.backoff_initial {
+            return Err("--backoff-max must not be smaller than --backoff-initial".into());
+        }
+        if args.restart_window.is_zero() {
+            return Err("--restart-window must be greater than zero".into());
+        }
+        Ok(RunConfig {
+            spec: ChildSpec { program: program.clone(), args: rest.to_vec(), cwd: args.cwd.clone(), env: args.env.clone() },
+            stop: StopTimings { grace: args.stop_grace, kill_after: args.kill_after },
+            max_message_size: args.max_message_size,
+            policy: PolicyConfig {
+                max_restarts: args.max_restarts,
+                window: args.restart_window,
+                backoff_initial: args.backoff_initial,
+                backoff_max: args.backoff_max,
+                stable_after: STABLE_AFTER,
+            },
+            on_failure: args.on_failure,
+            queue_limit: args.queue_limit,
+            retry: !args.no_retry,
+            ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
+            ping_timeout: args.ping_timeout,
+            ping_failures: args.ping_failures,
+            request_timeout: args.request_timeout.filter(|d| !d.is_zero()),
+            drain_timeout: args.drain_timeout,
+        })
+    }
+}

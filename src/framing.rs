@@ -1,0 +1,244 @@
+//! Splitting a byte stream into newline-delimited messages.
+//!
+//! MCP over stdio is one JSON-RPC message per line. [`LineSplitter`] is the pure part: it is fed
+//! bytes and hands out complete lines without their terminator (`\n` or `\r\n`), skipping blank
+//! lines. A line longer than the limit is never buffered whole: once the buffer passes the limit
+//! the splitter switches to discarding until the next newline and then reports the line as
+//! [`Frame::Oversized`] with its length and first bytes, so the caller can log it and, for client
+//! input, answer with an error.
+//!
+//! [`FramedReader`] drives a splitter from any `AsyncRead`. Its `next()` is cancel-safe (all state
+//! lives in the splitter between reads), so it can sit in a `select!` loop.
+
+use bytes::{Bytes, BytesMut};
+use memchr::memchr;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How many leading bytes of an oversized line are kept for logging and id recovery.
+pub const OVERSIZED_HEAD: usize = 4096;
+
+/// How much buffer space is made available before each read.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// One unit of input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// A complete, non-blank line without its terminator.
+    Line(Bytes),
+    /// A line longer than the limit; only its first bytes were kept.
+    Oversized { len: usize, head: Bytes },
+}
+
+/// Pure newline splitter with a size limit.
+#[derive(Debug)]
+pub struct LineSplitter {
+    max: usize,
+    buf: BytesMut,
+    /// Bytes of `buf` already known to hold no newline.
+    scanned: usize,
+    /// Set while skipping the rest of an oversized line.
+    discarding: Option<(usize, Bytes)>,
+}
+
+impl LineSplitter {
+    pub fn new(max: usize) -> Self {
+        LineSplitter {
+            max: max.max(1),
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            scanned: 0,
+            discarding: None,
+        }
+    }
+
+    /// Adds bytes (used by tests and fuzzing; the reader fills [`Self::read_buffer`] directly).
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into, with room for at least one more chunk.
+    pub fn read_buffer(&mut self) -> &mut BytesMut {
+        self.buf.reserve(READ_CHUNK);
+        &mut self.buf
+    }
+
+    /// Bytes currently held (never much more than the limit plus one read).
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete frame, if the buffer holds one.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some((len, head)) = self.discarding.take() {
+                match memchr(b'\n', &self.buf) {
+                    Some(i) => {
+                        let _ = self.buf.split_to(i + 1);
+                        self.scanned = 0;
+                        return Some(Frame::Oversized { len: len + i, head });
+                    }
+                    None => {
+                        let len = len + self.buf.len();
+                        self.buf.clear();
+                        self.discarding = Some((len, head));
+                        return None;
+                    }
+                }
+            }
+            match memchr(b'\n', &self.buf[self.scanned..]) {
+                Some(i) => {
+                    let end = self.scanned + i;
+                    let mut line = self.buf.split_to(end + 1);
+                    self.scanned = 0;
+                    line.truncate(end);
+                    if line.last() == Some(&b'\r') {
+                        line.truncate(end - 1);
+                    }
+                    if line.len() > self.max {
+                        return Some(Frame::Oversized {
+                            len: line.len(),
+                            head: line.split_to(OVERSIZED_HEAD.min(line.len())).freeze(),
+                        });
+                    }
+                    if is_blank(&line) {
+                        continue;
+                    }
+                    return Some(Frame::Line(line.freeze()));
+                }
+                None => {
+                    self.scanned = self.buf.len();
+                    if self.buf.len() > self.max {
+                        let head = Bytes::copy_from_slice(&self.buf[..OVERSIZED_HEAD.min(self.buf.len())]);
+                        self.discarding = Some((self.buf.len(), head));
+                        self.buf.clear();
+                        self.scanned = 0;
+                    }
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// At end of input: the last line if it had no terminator.
+    pub fn finish(&mut self) -> Option<Frame> {
+        if let Some((len, head)) = self.discarding.take() {
+            return Some(Frame::Oversized { len, head });
+        }
+        self.scanned = 0;
+        let mut rest = self.buf.split();
+        if rest.last() == Some(&b'\r') {
+            rest.truncate(rest.len() - 1);
+        }
+        if is_blank(&rest) {
+            None
+        } else if rest.len() > self.max {
+            let len = rest.len();
+            Some(Frame::Oversized { len, head: rest.split_to(OVERSIZED_HEAD.min(len)).freeze() })
+        } else {
+            Some(Frame::Line(rest.freeze()))
+        }
+    }
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'))
+}
+
+/// A [`LineSplitter`] fed from an async reader.
+pub struct FramedReader<R> {
+    reader: R,
+    splitter: LineSplitter,
+    eof: bool,
+}
+
+impl<R: AsyncRead + Unpin> FramedReader<R> {
+    pub fn new(reader: R, max: usize) -> Self {
+        FramedReader { reader, splitter: LineSplitter::new(max), eof: false }
+    }
+
+    /// The next frame, or `None` at end of input. Cancel-safe.
+    pub async fn next(&mut self) -> std::io::Result<Option<Frame>> {
+        loop {
+            if let Some(frame) = self.splitter.next_frame() {
+                return Ok(Some(frame));
+            }
+            if self.eof {
+                return Ok(self.splitter.finish());
+            }
+            if self.reader.read_buf(self.splitter.read_buffer()).await? == 0 {
+                self.eof = true;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_all(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c);
+            while let Some(f) = s.next_frame() {
+                out.push(f);
+            }
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    fn line(s: &str) -> Frame {
+        Frame::Line(Bytes::copy_from_slice(s.as_bytes()))
+    }
+
+    #[test]
+    fn splits_lines_and_strips_terminators() {
+        let frames = split_all(&[b"{\"a\":1}\n{\"b\":2}\r\n\n  \r\n{\"c\":3}"], 100);
+        assert_eq!(frames, vec![line("{\"a\":1}"), line("{\"b\":2}"), line("{\"c\":3}")]);
+    }
+
+    #[test]
+    fn same_result_at_every_split_point() {
+        let input: &[u8] = b"{\"id\":1}\r\n\n{\"id\":\"x\"}\n{\"id\":3}\n";
+        let whole = split_all(&[input], 100);
+        for i in 0..input.len() {
+            let (a, b) = input.split_at(i);
+            assert_eq!(split_all(&[a, b], 100), whole, "split at {i}");
+        }
+    }
+
+    #[test]
+    fn oversized_line_is_skipped_without_buffering_it() {
+        let mut s = LineSplitter::new(10);
+        s.push(b"{\"id\":7,\"x\":\"");
+        assert_eq!(s.next_frame(), None);
+        for _ in 0..1000 {
+            s.push(&[b'a'; 100]);
+            assert_eq!(s.next_frame(), None);
+            assert!(s.buffered() <= 100, "buffered {}", s.buffered());
+        }
+        s.push(b"\"}\n{\"ok\":1}\n");
+        match s.next_frame() {
+            Some(Frame::Oversized { len, head }) => {
+                assert_eq!(len, 13 + 100_000 + 2);
+                assert!(head.starts_with(b"{\"id\":7"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(s.next_frame(), Some(line("{\"ok\":1}")));
+    }
+
+    #[test]
+    fn line_exactly_at_limit_passes_and_one_over_does_not() {
+        let frames = split_all(&[b"12345\n123456\n"], 5);
+        assert_eq!(frames[0], line("12345"));
+        assert!(matches!(frames[1], Frame::Oversized { len: 6, .. }));
+    }
+
+    #[test]
+    fn invalid_utf8_is_just_bytes() {
+        let frames = split_all(&[b"\xff\xfe\n"], 100);
+        assert_eq!(frames, vec![Frame::Line(Bytes::from_static(b"\xff\xfe"))]);
+    }
+}

@@ -1,0 +1,87 @@
+//! The `mcpvisor` binary: parse the command line, set up logging, run the chosen subcommand and
+//! turn the outcome into an exit status. Nothing but protocol messages is ever written to stdout.
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+use mcpvisor::cli::{Cli, Command, RunArgs};
+use mcpvisor::config::RunConfig;
+use mcpvisor::supervisor::{exit_code, Supervisor};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
+    match cli.command {
+        Command::Run(args) => ExitCode::from(run(args)),
+    }
+}
+
+/// Help and version go to stdout as usual; errors become one line on stderr and status 2.
+fn usage_error(e: clap::Error) -> ExitCode {
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(if e.kind() == ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand { exit_code::USAGE } else { 0 });
+        }
+        _ => {}
+    }
+    let rendered = e.render().to_string();
+    let first = rendered.lines().next().unwrap_or("invalid usage").trim_start_matches("error: ");
+    let hint = if matches!(e.kind(), ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument)
+        && std::env::args().nth(1).as_deref() == Some("run")
+        && !std::env::args().any(|a| a == "--")
+    {
+        "; put the server command after `--`, e.g. `mcpvisor run -- npx -y @modelcontextprotocol/server-everything`"
+    } else {
+        "; see `mcpvisor --help`"
+    };
+    eprintln!("mcpvisor: {first}{hint}");
+    ExitCode::from(exit_code::USAGE)
+}
+
+fn run(args: RunArgs) -> u8 {
+    let config = match RunConfig::from_args(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mcpvisor: {e}");
+            return exit_code::USAGE;
+        }
+    };
+    let _log_guard = match mcpvisor::logging::init(args.log_level, args.log_format, args.log_file.as_deref()) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("mcpvisor: {e}; check the path or drop --log-file");
+            return exit_code::USAGE;
+        }
+    };
+    // One thread is plenty for a relay, and avoids cross-thread hand-offs on every message.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcpvisor: cannot start the async runtime: {e}");
+            return exit_code::INTERNAL;
+        }
+    };
+    runtime.block_on(async move {
+        let (_stdio, input, output) = match mcpvisor::stdio::open() {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("mcpvisor: cannot use stdin/stdout: {e}");
+                return exit_code::INTERNAL;
+            }
+        };
+        let command = config.spec.display();
+        match Supervisor::start(config, input, output) {
+            Ok(sup) => sup.run().await,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("mcpvisor: cannot start the server `{command}`: {e}");
+                exit_code::SPAWN_FAILED
+            }
+        }
+    })
+}

@@ -1,0 +1,169 @@
+//! The relay: byte-level framing, stdout hygiene, both directions, batches and bad input.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::*;
+
+#[test]
+fn forwards_messages_byte_identical_and_keeps_stdout_clean() {
+    let rec_dir = tempfile::tempdir().unwrap();
+    let rec = temp_path(rec_dir.path(), "rec");
+    let mut v = Visor::test_server(["--banner", "Server v1 starting on stdio", "--record", &rec, "--stderr-lines", "3"]).spawn();
+    v.initialize();
+    // Unusual but valid formatting and unknown fields must arrive untouched.
+    let odd = r#"{ "jsonrpc" : "2.0", "id" : "a\u0062c", "method" : "echo", "params" : {"x": [1, 2.50, "\u00e9"], "unknown": {"deep": true}}, "extra": 1 }"#;
+    v.send_raw(format!("{odd}\r\n\n   \n").as_bytes());
+    let r = v.response(&json!("abc"));
+    assert_eq!(r["result"]["echo"]["unknown"]["deep"], json!(true));
+    let r = v.request(1, "stray", json!({"text": "DEBUG: this is a log line on stdout"}));
+    assert_eq!(r["result"], json!({}));
+    let log = v.wait_log("DEBUG: this is a log line on stdout");
+    assert!(log.contains("Server v1 starting on stdio"), "banner diverted to the log");
+    assert!(log.contains("startup log line 2"), "stderr logged");
+    for line in &v.stdout_seen {
+        assert!(!line.contains("DEBUG: this is") && !line.contains("Server v1"), "noise reached stdout: {line}");
+    }
+    let lines = std::fs::read_to_string(&rec).unwrap();
+    assert!(lines.lines().any(|l| l == odd), "the server got the exact bytes the client sent:\n{lines}");
+}
+
+#[test]
+fn non_json_from_the_client_gets_a_parse_error_and_the_session_continues() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send_raw(b"this is not json\n");
+    let e = v.recv();
+    assert_eq!(e["error"]["code"], json!(-32700));
+    assert_eq!(e["id"], Value::Null);
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":5,\"method\":\"echo\",\"params\":{\"s\":\"\xff\xfe\"}}\n");
+    let e = v.recv();
+    assert_eq!(e["error"]["code"], json!(-32700), "invalid UTF-8 is a parse error: {e}");
+    v.send_raw(b"{\"jsonrpc\":\"1.0\",\"id\":6,\"method\":\"echo\"}\n");
+    let e = v.response(&json!(6));
+    assert_eq!(e["error"]["code"], json!(-32600));
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":{\"x\":1},\"method\":\"echo\"}\n");
+    let e = v.recv();
+    assert_eq!(e["error"]["code"], json!(-32600));
+    v.send_raw(b"[]\n\"just a string\"\n");
+    assert_eq!(v.recv()["error"]["code"], json!(-32600));
+    let r = v.request(7, "echo", json!({"still": "working"}));
+    assert_eq!(r["result"]["echo"]["still"], json!("working"));
+    v.wait_log("not JSON");
+}
+
+#[test]
+fn oversized_client_message_is_refused_without_buffering_and_relay_continues() {
+    let mut v = Visor::test_server(Vec::<String>::new()).arg("--max-message-size").arg("64KiB").spawn();
+    v.initialize();
+    let big = format!(r#"{{"jsonrpc":"2.0","id":"big","method":"echo","params":{{"data":"{}"}}}}"#, "y".repeat(300_000));
+    v.send_raw(format!("{big}\n").as_bytes());
+    let e = v.response(&json!("big"));
+    assert_eq!(e["error"]["code"], json!(-32600));
+    assert!(e["error"]["message"].as_str().unwrap().contains("max-message-size"), "{e}");
+    let r = v.request(2, "echo", json!({}));
+    assert!(r.get("result").is_some());
+    v.wait_log("over --max-message-size");
+}
+
+#[test]
+fn oversized_server_response_becomes_an_error_for_its_request() {
+    let mut v = Visor::test_server(Vec::<String>::new()).arg("--max-message-size").arg("100KiB").spawn();
+    v.initialize();
+    let e = v.request(1, "huge", json!({"bytes": 500_000}));
+    assert_eq!(e["error"]["code"], json!(-32603), "{e}");
+    assert_eq!(e["error"]["data"]["reason"], json!("response_too_large"));
+    let r = v.request(2, "huge", json!({"bytes": 50_000}));
+    assert_eq!(r["result"]["data"].as_str().unwrap().len(), 50_000);
+}
+
+#[test]
+fn large_messages_pass_both_ways() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    let r = v.request(1, "huge", json!({"bytes": 9_000_000}));
+    assert_eq!(r["result"]["data"].as_str().unwrap().len(), 9_000_000);
+    let payload = "é".repeat(1_000_000);
+    let r = v.request(2, "echo", json!({"payload": payload}));
+    assert_eq!(r["result"]["echo"]["payload"].as_str().unwrap().len(), payload.len());
+}
+
+#[test]
+fn server_to_client_requests_and_notifications_flow_while_requests_are_in_flight() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send(&json!({"jsonrpc":"2.0","id":"slow","method":"slow","params":{"ms":300}}));
+    v.send(&json!({"jsonrpc":"2.0","id":1,"method":"ask_client","params":{"method":"roots/list"}}));
+    let req = v.recv_matching("server request", |m| m.get("method") == Some(&json!("roots/list")));
+    let sid = req["id"].clone();
+    // The client's id space overlaps the server's: answer with the server's id.
+    v.send(&json!({"jsonrpc":"2.0","id":sid,"result":{"roots":[{"uri":"file:///tmp"}]}}));
+    let r = v.response(&json!(1));
+    assert_eq!(r["result"]["client_said"]["result"]["roots"][0]["uri"], json!("file:///tmp"));
+    v.send(&json!({"jsonrpc":"2.0","id":2,"method":"notify","params":{"method":"notifications/message","params":{"level":"info","data":"hi"}}}));
+    let n = v.recv_matching("notification", |m| m.get("method") == Some(&json!("notifications/message")));
+    assert_eq!(n["params"]["data"], json!("hi"));
+    v.response(&json!(2));
+    assert_eq!(v.response(&json!("slow"))["result"]["slept_ms"], json!(300));
+}
+
+#[test]
+fn string_and_number_ids_are_distinct_and_duplicates_in_flight_are_refused() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send(&json!({"jsonrpc":"2.0","id":"7","method":"slow","params":{"ms":400}}));
+    v.send(&json!({"jsonrpc":"2.0","id":7,"method":"slow","params":{"ms":100}}));
+    // Same id as an in-flight request: refused, and the original still gets its own answer.
+    v.send(&json!({"jsonrpc":"2.0","id":7,"method":"echo","params":{}}));
+    let dup = v.recv_matching("duplicate refusal", |m| m.get("error").is_some());
+    assert_eq!(dup["id"], json!(7));
+    assert_eq!(dup["error"]["data"]["reason"], json!("duplicate_id"));
+    assert_eq!(v.response(&json!(7))["result"]["slept_ms"], json!(100));
+    assert_eq!(v.response(&json!("7"))["result"]["slept_ms"], json!(400));
+}
+
+#[test]
+fn batches_are_forwarded_as_they_are() {
+    let rec_dir = tempfile::tempdir().unwrap();
+    let rec = temp_path(rec_dir.path(), "rec");
+    let mut v = Visor::test_server(["--record", &rec]).spawn();
+    v.initialize();
+    let batch = r#"[{"jsonrpc":"2.0","id":"b1","method":"echo"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+    v.send_raw(format!("{batch}\n").as_bytes());
+    wait_for("batch at the server", TIMEOUT, || std::fs::read_to_string(&rec).ok().filter(|s| s.contains(batch)));
+    // The batch's request is tracked: reusing its id while in flight is refused.
+    let dup = v.request("b1", "echo", json!({}));
+    assert_eq!(dup["error"]["data"]["reason"], json!("duplicate_id"));
+}
+
+#[test]
+fn client_cancellation_clears_the_request_and_a_late_answer_is_dropped() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send(&json!({"jsonrpc":"2.0","id":"c","method":"slow","params":{"ms":300}}));
+    v.notify("notifications/cancelled", json!({"requestId": "c", "reason": "user"}));
+    // The id is free again at once.
+    let r = v.request("c", "echo", json!({"n": 2}));
+    assert_eq!(r["result"]["echo"]["n"], json!(2));
+    // The slow answer for the cancelled request arrives at mcpvisor and is dropped.
+    v.wait_log("no request in flight");
+    assert!(v.drain_pending(std::time::Duration::from_millis(200)).is_empty());
+}
+
+#[test]
+fn request_timeout_answers_and_cancels_at_the_server() {
+    let rec_dir = tempfile::tempdir().unwrap();
+    let rec = temp_path(rec_dir.path(), "rec");
+    let mut v = Visor::test_server(["--record", &rec]).args(["--request-timeout", "300ms"]).spawn();
+    v.initialize();
+    let e = v.request("t", "slow", json!({"ms": 1500}));
+    assert_eq!(e["error"]["data"]["reason"], json!("timeout"), "{e}");
+    let cancelled = wait_for("cancellation at the server", TIMEOUT, || {
+        recorded(&rec).into_iter().find(|m| m["method"] == json!("notifications/cancelled"))
+    });
+    assert_eq!(cancelled["params"]["requestId"], json!("t"));
+    // The late answer is dropped, not forwarded.
+    v.wait_log("no request in flight");
+    let r = v.request("after", "echo", json!({}));
+    assert!(r.get("result").is_some());
+}
