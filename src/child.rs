@@ -201,11 +201,7 @@ impl Child {
         exits: mpsc::UnboundedSender<ChildExit>,
     ) -> Result<(Child, Outbox, FramedReader<pipe::Receiver>), SpawnError> {
         let mut cmd = Command::new(&spec.program);
-        cmd.args(&spec.args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
+        cmd.args(&spec.args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
         }

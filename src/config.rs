@@ -42,7 +42,12 @@ impl RunConfig {
             return Err("--restart-window must be greater than zero".into());
         }
         Ok(RunConfig {
-            spec: ChildSpec { program: program.clone(), args: rest.to_vec(), cwd: args.cwd.clone(), env: args.env.clone() },
+            spec: ChildSpec {
+                program: program.clone(),
+                args: rest.to_vec(),
+                cwd: args.cwd.clone(),
+                env: args.env.clone(),
+            },
             stop: StopTimings { grace: args.stop_grace, kill_after: args.kill_after },
             max_message_size: args.max_message_size,
             policy: PolicyConfig {

@@ -42,12 +42,7 @@ pub struct LineSplitter {
 
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
-        LineSplitter {
-            max: max.max(1),
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            scanned: 0,
-            discarding: None,
-        }
+        LineSplitter { max: max.max(1), buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, discarding: None }
     }
 
     /// Adds bytes (used by tests and fuzzing; the reader fills [`Self::read_buffer`] directly).

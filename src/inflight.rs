@@ -122,7 +122,8 @@ impl ClientTable {
     /// Removes and returns every request the child had been sent, oldest first.
     pub fn take_sent(&mut self) -> Vec<(Id, ClientRequest)> {
         let ids: Vec<Id> = self.map.iter().filter(|(_, r)| r.sent).map(|(id, _)| id.clone()).collect();
-        let mut out: Vec<(Id, ClientRequest)> = ids.into_iter().filter_map(|id| self.remove(&id).map(|r| (id, r))).collect();
+        let mut out: Vec<(Id, ClientRequest)> =
+            ids.into_iter().filter_map(|id| self.remove(&id).map(|r| (id, r))).collect();
         out.sort_by_key(|(_, r)| r.seq);
         out
     }

@@ -87,11 +87,22 @@ struct RawEnvelope<'a> {
 /// What a single JSON-RPC message is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Kind {
-    Request { id: Id, method: String },
-    Notification { method: String },
-    Response { id: Id, is_error: bool },
+    Request {
+        id: Id,
+        method: String,
+    },
+    Notification {
+        method: String,
+    },
+    Response {
+        id: Id,
+        is_error: bool,
+    },
     /// Valid JSON that is not a valid JSON-RPC 2.0 message; `id` is set when one could be read.
-    Invalid { id: Option<Id>, reason: &'static str },
+    Invalid {
+        id: Option<Id>,
+        reason: &'static str,
+    },
 }
 
 /// A classified message, borrowing its `params` and `result` from the line.
@@ -339,14 +350,23 @@ mod tests {
     fn builds_messages_that_parse_back() {
         let id = Id::string("mcpvisor-1");
         let req = request(&id, "initialize", Some(r#"{"a":1}"#));
-        assert_eq!(single(std::str::from_utf8(&req).unwrap()), Kind::Request { id: id.clone(), method: "initialize".into() });
+        assert_eq!(
+            single(std::str::from_utf8(&req).unwrap()),
+            Kind::Request { id: id.clone(), method: "initialize".into() }
+        );
         let err = error_response(Some(&Id::Number("5".into())), INTERNAL_ERROR, "boom", None);
-        assert_eq!(single(std::str::from_utf8(&err).unwrap()), Kind::Response { id: Id::Number("5".into()), is_error: true });
+        assert_eq!(
+            single(std::str::from_utf8(&err).unwrap()),
+            Kind::Response { id: Id::Number("5".into()), is_error: true }
+        );
     }
 
     #[test]
     fn sniffs_ids_from_truncated_heads() {
-        assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","id":42,"method":"x","params":{"data":"aaaa"#), Some(Id::Number("42".into())));
+        assert_eq!(
+            sniff_id(br#"{"jsonrpc":"2.0","id":42,"method":"x","params":{"data":"aaaa"#),
+            Some(Id::Number("42".into()))
+        );
         assert_eq!(sniff_id(br#"{"jsonrpc":"2.0", "id" : "q-1","#), Some(Id::string("q-1")));
         assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","method":"x","params":{"data":"aaaa"#), None);
     }

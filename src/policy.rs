@@ -169,10 +169,11 @@ mod tests {
         assert!(decisions[..10].iter().all(|d| matches!(d, Decision::RestartAfter(_))));
         let Decision::Failed { until } = decisions[10] else { panic!("not failed: {:?}", decisions[10]) };
         assert!(until > now);
-        let first_restart = start + match decisions[0] {
-            Decision::RestartAfter(d) => d,
-            Decision::Failed { .. } => unreachable!(),
-        };
+        let first_restart = start
+            + match decisions[0] {
+                Decision::RestartAfter(d) => d,
+                Decision::Failed { .. } => unreachable!(),
+            };
         assert_eq!(until, first_restart + Duration::from_secs(3600));
         // Still failed just before; half-open exactly when the slot frees.
         assert!(matches!(p.on_exit(until - Duration::from_millis(1), Duration::ZERO), Decision::Failed { .. }));
@@ -202,7 +203,10 @@ mod tests {
 
     #[test]
     fn zero_backoff_restarts_at_once() {
-        let mut p = RestartPolicy::with_rng(PolicyConfig { backoff_initial: Duration::ZERO, ..config() }, fastrand::Rng::with_seed(1));
+        let mut p = RestartPolicy::with_rng(
+            PolicyConfig { backoff_initial: Duration::ZERO, ..config() },
+            fastrand::Rng::with_seed(1),
+        );
         assert_eq!(p.on_exit(Instant::now(), Duration::ZERO), Decision::RestartAfter(Duration::ZERO));
     }
 

@@ -258,7 +258,11 @@ fn same_json(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
 fn probe_meta(meta: &jsonrpc::Meta<'_>) -> String {
     let mut fields = Vec::new();
     if let Some(v) = &meta.protocol_version {
-        fields.push(format!("{}:{}", serde_json::Value::from(jsonrpc::META_PROTOCOL_VERSION), serde_json::Value::from(&**v)));
+        fields.push(format!(
+            "{}:{}",
+            serde_json::Value::from(jsonrpc::META_PROTOCOL_VERSION),
+            serde_json::Value::from(&**v)
+        ));
     }
     if let Some(info) = meta.client_info {
         fields.push(format!(r#""io.modelcontextprotocol/clientInfo":{}"#, info.get()));
@@ -284,7 +288,13 @@ mod tests {
         s.on_client_request(&id, "initialize", Some(&raw(r#"{"protocolVersion":"2025-06-18"}"#)));
         assert_eq!(s.era(), Era::Handshake);
         assert!(!s.established());
-        s.on_child_result(&id, "initialize", Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true},"prompts":{}}}"#)));
+        s.on_child_result(
+            &id,
+            "initialize",
+            Some(&raw(
+                r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true},"prompts":{}}}"#,
+            )),
+        );
         s.on_client_notification("notifications/initialized");
         assert!(s.established());
         s.on_client_request(&Id::Number("2".into()), "logging/setLevel", Some(&raw(r#"{"level":"debug"}"#)));
@@ -293,7 +303,10 @@ mod tests {
         s.on_client_request(&Id::Number("5".into()), "resources/unsubscribe", Some(&raw(r#"{"uri":"a://1"}"#)));
 
         let init = s.replay_initialize(&Id::string("mcpvisor-9")).expect("replay");
-        assert_eq!(&init[..], br#"{"jsonrpc":"2.0","id":"mcpvisor-9","method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#);
+        assert_eq!(
+            &init[..],
+            br#"{"jsonrpc":"2.0","id":"mcpvisor-9","method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#
+        );
         let mut n = 0;
         let rest = s.replay_after_initialize(|| {
             n += 1;
@@ -342,8 +355,12 @@ mod tests {
         let id = Id::Number("1".into());
         s.on_client_request(&id, "initialize", None);
         s.on_child_result(&id, "initialize", Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)));
-        assert_eq!(s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#))), None);
-        let diff = s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#)));
+        assert_eq!(
+            s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#))),
+            None
+        );
+        let diff =
+            s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#)));
         assert!(diff.expect("diff").contains("protocol version"));
     }
 }

@@ -92,15 +92,29 @@ enum StopWhy {
 #[derive(Debug)]
 enum Phase {
     /// Waiting for the answer to the replayed `initialize`; client traffic is queued.
-    Rebuilding { deadline: Instant },
+    Rebuilding {
+        deadline: Instant,
+    },
     Ready,
 }
 
 enum ChildState {
-    Up { child: Child, phase: Phase },
-    Stopping { child: Child, why: StopWhy, exit: Option<ExitInfo>, drain_until: Option<Instant> },
-    Backoff { until: Instant },
-    Failed { until: Instant },
+    Up {
+        child: Child,
+        phase: Phase,
+    },
+    Stopping {
+        child: Child,
+        why: StopWhy,
+        exit: Option<ExitInfo>,
+        drain_until: Option<Instant>,
+    },
+    Backoff {
+        until: Instant,
+    },
+    Failed {
+        until: Instant,
+    },
     /// No child and none coming: mcpvisor is exiting.
     Gone,
 }
@@ -195,6 +209,8 @@ pub struct Supervisor {
     generation: u64,
     tail: SharedTail,
     last_exit: Option<ExitInfo>,
+    /// Why the last restart could not start the command, if it could not.
+    last_spawn_error: Option<String>,
 
     session: Session,
     client_reqs: ClientTable,
@@ -243,6 +259,7 @@ impl Supervisor {
             generation: 0,
             tail: SharedTail::default(),
             last_exit: None,
+            last_spawn_error: None,
             session: Session::default(),
             client_reqs: ClientTable::default(),
             server_reqs: HashMap::new(),
@@ -364,7 +381,9 @@ impl Supervisor {
             }
         }
         if let Some(RestartRequest { deadline }) = self.restart {
-            if matches!(self.state, ChildState::Up { .. }) && (self.client_reqs.awaiting_child() == 0 || now >= deadline) {
+            if matches!(self.state, ChildState::Up { .. })
+                && (self.client_reqs.awaiting_child() == 0 || now >= deadline)
+            {
                 self.restart = None;
                 self.stop_child(StopWhy::Restart);
             }
@@ -399,7 +418,12 @@ impl Supervisor {
                 req.method,
                 fmt_duration(after)
             );
-            self.reply_error(Some(&id), INTERNAL_ERROR, &msg, json!({ "reason": "timeout", "timeout_ms": after.as_millis() as u64 }));
+            self.reply_error(
+                Some(&id),
+                INTERNAL_ERROR,
+                &msg,
+                json!({ "reason": "timeout", "timeout_ms": after.as_millis() as u64 }),
+            );
         }
         self.check_liveness(now);
         if self.stdout_closed_deadline.is_some_and(|d| now >= d) {
@@ -440,7 +464,12 @@ impl Supervisor {
                     "message of {len} bytes exceeds the limit of {} bytes (mcpvisor --max-message-size); it was not delivered",
                     self.cfg.max_message_size
                 );
-                self.reply_error(id.as_ref(), INVALID_REQUEST, &msg, json!({ "reason": "too_large", "size": len, "limit": self.cfg.max_message_size }));
+                self.reply_error(
+                    id.as_ref(),
+                    INVALID_REQUEST,
+                    &msg,
+                    json!({ "reason": "too_large", "size": len, "limit": self.cfg.max_message_size }),
+                );
                 return;
             }
         };
@@ -466,7 +495,12 @@ impl Supervisor {
             Kind::Response { id, .. } => self.on_client_response(&id, line),
             Kind::Invalid { id, reason } => {
                 tracing::warn!("client sent an invalid JSON-RPC message ({reason}): {}", preview(line));
-                self.reply_error(id.as_ref(), INVALID_REQUEST, &format!("Invalid Request: {reason}"), json!({ "reason": "invalid_request" }));
+                self.reply_error(
+                    id.as_ref(),
+                    INVALID_REQUEST,
+                    &format!("Invalid Request: {reason}"),
+                    json!({ "reason": "invalid_request" }),
+                );
             }
         }
     }
@@ -493,7 +527,13 @@ impl Supervisor {
 
     /// Checks and records a client request; answers it at once and returns false if it cannot
     /// be taken.
-    fn accept_client_request(&mut self, id: &Id, method: &str, params: Option<&RawValue>, line: Option<&Bytes>) -> bool {
+    fn accept_client_request(
+        &mut self,
+        id: &Id,
+        method: &str,
+        params: Option<&RawValue>,
+        line: Option<&Bytes>,
+    ) -> bool {
         if self.client_reqs.contains(id) || self.own.contains(id) {
             tracing::warn!(%id, method, "client reused an id that is still in flight");
             let msg = format!("request id {id} is already in flight; ids must be unique among pending requests");
@@ -626,7 +666,12 @@ impl Supervisor {
                             "the MCP server's response to {} was {len} bytes, over the limit of {} bytes (mcpvisor --max-message-size)",
                             req.method, self.cfg.max_message_size
                         );
-                        self.reply_error(Some(&id), INTERNAL_ERROR, &msg, json!({ "reason": "response_too_large", "size": len }));
+                        self.reply_error(
+                            Some(&id),
+                            INTERNAL_ERROR,
+                            &msg,
+                            json!({ "reason": "response_too_large", "size": len }),
+                        );
                     }
                 }
                 return;
@@ -677,7 +722,9 @@ impl Supervisor {
                 }
                 self.send_to_client(line);
             }
-            None => tracing::debug!(%id, "dropping a server response with no request in flight (answered, cancelled or timed out)"),
+            None => {
+                tracing::debug!(%id, "dropping a server response with no request in flight (answered, cancelled or timed out)")
+            }
         }
     }
 
@@ -686,7 +733,12 @@ impl Supervisor {
             OwnPurpose::Probe(sent) => {
                 let latency = sent.elapsed();
                 tracing::debug!(latency_ms = latency.as_millis() as u64, "liveness probe answered");
-                self.liveness = Liveness { last_output: Some(Instant::now()), probe_deadline: None, misses: 0, last_latency: Some(latency) };
+                self.liveness = Liveness {
+                    last_output: Some(Instant::now()),
+                    probe_deadline: None,
+                    misses: 0,
+                    last_latency: Some(latency),
+                };
             }
             OwnPurpose::ReplayInitialize => {
                 if is_error {
@@ -748,7 +800,9 @@ impl Supervisor {
     }
 
     fn check_liveness(&mut self, now: Instant) {
-        let Some(deadline) = self.liveness_deadline() else { return };
+        let Some(deadline) = self.liveness_deadline() else {
+            return;
+        };
         if now < deadline {
             return;
         }
@@ -756,7 +810,10 @@ impl Supervisor {
             self.liveness.misses += 1;
             tracing::warn!(misses = self.liveness.misses, of = self.cfg.ping_failures, "liveness probe unanswered");
             if self.liveness.misses >= self.cfg.ping_failures {
-                tracing::error!("server is hung: {} probes in a row went unanswered; restarting it", self.liveness.misses);
+                tracing::error!(
+                    "server is hung: {} probes in a row went unanswered; restarting it",
+                    self.liveness.misses
+                );
                 self.crash(Cause::Hung);
                 return;
             }
@@ -797,6 +854,7 @@ impl Supervisor {
         self.stats.restarts += 1;
         match self.spawn_child() {
             Ok(child) => {
+                self.last_spawn_error = None;
                 let replay = self.session.needs_handshake_replay();
                 let phase = if replay {
                     let id = self.own.issue(OwnPurpose::ReplayInitialize, &self.client_reqs);
@@ -817,6 +875,7 @@ impl Supervisor {
             }
             Err(e) => {
                 tracing::error!("cannot restart the server: {e}");
+                self.last_spawn_error = Some(e.to_string());
                 self.state = ChildState::Gone;
                 self.after_child_gone(StopWhy::Crashed(Cause::SpawnFailed(e.to_string())), None, Duration::ZERO);
             }
@@ -947,7 +1006,11 @@ impl Supervisor {
                             "server crashed {} times within {}: restart limit reached; {}",
                             cfg.max_restarts,
                             fmt_duration(cfg.window),
-                            if self.cfg.on_failure == OnFailure::Exit { "exiting (--on-failure exit)".to_owned() } else { format!("next attempt in {}", fmt_duration(until - now)) }
+                            if self.cfg.on_failure == OnFailure::Exit {
+                                "exiting (--on-failure exit)".to_owned()
+                            } else {
+                                format!("next attempt in {}", fmt_duration(until - now))
+                            }
                         );
                         self.state = ChildState::Failed { until };
                         if self.cfg.on_failure == OnFailure::Exit {
@@ -967,7 +1030,8 @@ impl Supervisor {
     fn settle_inflight(&mut self, cause: &Cause, exit: Option<ExitInfo>) {
         let mut requeue = Vec::new();
         for (id, req) in self.client_reqs.take_sent() {
-            let repeat = &*req.method == inflight::LISTEN || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
+            let repeat =
+                &*req.method == inflight::LISTEN || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
             match (&req.line, repeat) {
                 (Some(line), true) => {
                     tracing::info!(%id, method = &*req.method, "request will be re-sent to the new server");
@@ -1040,9 +1104,13 @@ impl Supervisor {
         let retry_in = until.saturating_duration_since(now);
         let count = self.policy.restarts_in_window(now);
         let window = self.policy.config().window;
-        let last = self.last_exit.map_or_else(|| "unknown".to_owned(), |e| e.to_string());
+        let last = match (&self.last_spawn_error, self.last_exit) {
+            (Some(e), _) => e.clone(),
+            (None, Some(exit)) => exit.to_string(),
+            (None, None) => "unknown".to_owned(),
+        };
         let msg = format!(
-            "MCP server is down: it crashed after {count} restarts within {} (mcpvisor --max-restarts {}); last exit: {last}. \
+            "MCP server is down: it kept failing after {count} restarts within {} (mcpvisor --max-restarts {}); last failure: {last}. \
              mcpvisor will try to start it again in {}.",
             fmt_duration(window),
             self.policy.config().max_restarts,
@@ -1053,6 +1121,7 @@ impl Supervisor {
             "restarts_in_window": count,
             "window_secs": window.as_secs(),
             "last_exit": self.last_exit.map(ExitInfo::to_json),
+            "spawn_error": self.last_spawn_error,
             "stderr": tail_lines(&self.tail, ERROR_STDERR_LINES),
             "retry_in_ms": retry_in.as_millis() as u64,
         });
@@ -1061,7 +1130,9 @@ impl Supervisor {
 
     /// Answers everything queued with the Failed error.
     fn refuse_queue(&mut self) {
-        let ChildState::Failed { until } = self.state else { return };
+        let ChildState::Failed { until } = self.state else {
+            return;
+        };
         for item in std::mem::take(&mut self.queue) {
             for (id, seq) in item.requests {
                 if self.take_if_current(&id, seq).is_some() {
@@ -1115,7 +1186,10 @@ impl Supervisor {
     fn stop_for_shutdown(&mut self) {
         self.shutdown = Some(Shutdown::Stopping);
         if self.client_reqs.awaiting_child() > 0 {
-            tracing::warn!(pending = self.client_reqs.awaiting_child(), "drain timeout: answering unfinished requests with an error");
+            tracing::warn!(
+                pending = self.client_reqs.awaiting_child(),
+                "drain timeout: answering unfinished requests with an error"
+            );
         }
         self.settle_for_exit("MCP server stopped because mcpvisor is shutting down");
         match self.state {
@@ -1178,7 +1252,11 @@ async fn drained(outbox: Option<&Outbox>) {
 }
 
 fn fmt_duration(d: Duration) -> String {
-    let rounded = if d >= Duration::from_secs(1) { Duration::from_secs(d.as_secs()) } else { Duration::from_millis(d.as_millis() as u64) };
+    let rounded = if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
     humantime::format_duration(rounded).to_string()
 }
 

@@ -9,7 +9,9 @@ use support::*;
 fn forwards_messages_byte_identical_and_keeps_stdout_clean() {
     let rec_dir = tempfile::tempdir().unwrap();
     let rec = temp_path(rec_dir.path(), "rec");
-    let mut v = Visor::test_server(["--banner", "Server v1 starting on stdio", "--record", &rec, "--stderr-lines", "3"]).spawn();
+    let mut v =
+        Visor::test_server(["--banner", "Server v1 starting on stdio", "--record", &rec, "--stderr-lines", "3"])
+            .spawn();
     v.initialize();
     // Unusual but valid formatting and unknown fields must arrive untouched.
     let odd = r#"{ "jsonrpc" : "2.0", "id" : "a\u0062c", "method" : "echo", "params" : {"x": [1, 2.50, "\u00e9"], "unknown": {"deep": true}}, "extra": 1 }"#;
@@ -56,7 +58,8 @@ fn non_json_from_the_client_gets_a_parse_error_and_the_session_continues() {
 fn oversized_client_message_is_refused_without_buffering_and_relay_continues() {
     let mut v = Visor::test_server(Vec::<String>::new()).arg("--max-message-size").arg("64KiB").spawn();
     v.initialize();
-    let big = format!(r#"{{"jsonrpc":"2.0","id":"big","method":"echo","params":{{"data":"{}"}}}}"#, "y".repeat(300_000));
+    let big =
+        format!(r#"{{"jsonrpc":"2.0","id":"big","method":"echo","params":{{"data":"{}"}}}}"#, "y".repeat(300_000));
     v.send_raw(format!("{big}\n").as_bytes());
     let e = v.response(&json!("big"));
     assert_eq!(e["error"]["code"], json!(-32600));

@@ -15,7 +15,8 @@
 //!   echo {..}                 → {"echo": params, "pid": pid}
 //!   slow {"ms": n}            → answers after n ms (other requests keep flowing)
 //!   huge {"bytes": n}         → a result with an n-byte string
-//!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...}  → dies at once, without answering
+//!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...} ["after_ms": n] → dies without answering
+//!                             (after stalling n ms without reading, so later requests are in flight)
 //!   hang                      → stops reading and answering forever
 //!   stray {"text": s}         → writes s as a raw stdout line, then answers
 //!   stderr {"lines": n}       → writes n lines to stderr, then answers
@@ -145,7 +146,8 @@ fn main() {
     if o.grandchild {
         spawn_grandchild();
     }
-    let mut record = o.record.as_ref().map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("record file"));
+    let mut record =
+        o.record.as_ref().map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("record file"));
     let pending: Arc<Mutex<HashMap<String, mpsc::Sender<Value>>>> = Arc::default();
     let next_id = Arc::new(AtomicU64::new(0));
     let mut era = o.era;
@@ -222,8 +224,12 @@ fn main() {
                 }),
             )),
             "ping" => reply(result(&id, json!({}))),
-            _ if era == Era::Handshake && !initialized => reply(error(&id, -32602, "Invalid request parameters: not initialized")),
-            "tools/list" => reply(result(&id, json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}], "pid": pid}))),
+            _ if era == Era::Handshake && !initialized => {
+                reply(error(&id, -32602, "Invalid request parameters: not initialized"))
+            }
+            "tools/list" => {
+                reply(result(&id, json!({"tools": [{"name": "echo", "inputSchema": {"type": "object"}}], "pid": pid})))
+            }
             "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => reply(result(&id, json!({}))),
             "resources/read" => reply(result(&id, json!({"contents": [], "pid": pid}))),
             "echo" | "tools/call" => reply(result(&id, json!({"echo": params, "pid": pid}))),
@@ -240,6 +246,10 @@ fn main() {
                 reply(result(&id, json!({"data": "x".repeat(n)})));
             }
             "crash" => {
+                // Stalling first leaves whatever the client sends next unread, i.e. in flight.
+                if let Some(ms) = params.get("after_ms").and_then(Value::as_u64) {
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 if let Some(sig) = params.get("signal").and_then(Value::as_str) {
                     die(sig);
                 }
@@ -283,8 +293,11 @@ fn main() {
                 reply(result(&id, json!({})));
             }
             "subscriptions/listen" => {
-                send(&out, &json!({"jsonrpc": "2.0", "method": "notifications/resources/list_changed",
-                    "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}}}));
+                send(
+                    &out,
+                    &json!({"jsonrpc": "2.0", "method": "notifications/resources/list_changed",
+                    "params": {"_meta": {"io.modelcontextprotocol/subscriptionId": id}}}),
+                );
             }
             _ => reply(error(&id, -32601, "Method not found")),
         }
