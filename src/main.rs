@@ -78,12 +78,14 @@ fn run(args: RunArgs) -> u8 {
                 return exit_code::INTERNAL;
             }
         };
-        let command = config.spec.display();
         match Supervisor::start(config, input, output) {
             Ok(sup) => sup.run().await,
             Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("mcpvisor: cannot start the server `{command}`: {e}");
+                // With logs on stderr the message below is the log; a log file gets it too.
+                if args.log_file.is_some() {
+                    tracing::error!("cannot start the server: {e}");
+                }
+                eprintln!("mcpvisor: cannot start the server: {e}");
                 exit_code::SPAWN_FAILED
             }
         }

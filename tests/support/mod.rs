@@ -100,11 +100,16 @@ impl VisorBuilder {
     }
 
     pub fn spawn(self) -> Visor {
+        self.spawn_with_env(&[])
+    }
+
+    pub fn spawn_with_env(self, env: &[(&str, &str)]) -> Visor {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("mcpvisor.log");
         let mut cmd = Command::new(mcpvisor_bin());
         cmd.arg("run").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
         cmd.args(&self.args).arg("--").args(&self.command);
+        cmd.envs(env.iter().copied());
         cmd.stdin(if self.stdin_null { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
