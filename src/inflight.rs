@@ -32,6 +32,13 @@ pub fn is_safe_to_repeat(method: &str) -> bool {
 /// waited for when draining (it only ends when the subscription does).
 pub const LISTEN: &str = "subscriptions/listen";
 
+/// Requests re-sent to a new child whatever `--no-retry` says: an open subscription (the stream
+/// must go on) and an unanswered `initialize` (the handshake never finished, and the new child
+/// needs it before anything else).
+pub fn always_resent(method: &str) -> bool {
+    method == LISTEN || method == "initialize"
+}
+
 /// A client request mcpvisor has accepted and not yet answered.
 #[derive(Debug, Clone)]
 pub struct ClientRequest {

@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn ids_compare_by_exact_json_value() {
-        let raw = |s: &str| serde_json::from_str::<&RawValue>(s).map(|r| Id::from_raw(r)).ok().flatten();
+        let raw = |s: &str| serde_json::from_str::<&RawValue>(s).map(Id::from_raw).ok().flatten();
         assert_ne!(raw("1"), raw("\"1\""));
         assert_eq!(raw("\"a\""), raw("\"\\u0061\""));
         assert_eq!(raw("null"), None);

@@ -1031,7 +1031,7 @@ impl Supervisor {
         let mut requeue = Vec::new();
         for (id, req) in self.client_reqs.take_sent() {
             let repeat =
-                &*req.method == inflight::LISTEN || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
+                inflight::always_resent(&req.method) || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
             match (&req.line, repeat) {
                 (Some(line), true) => {
                     tracing::info!(%id, method = &*req.method, "request will be re-sent to the new server");

@@ -200,7 +200,7 @@ fn eleventh_crash_in_the_window_leaves_the_server_failed_with_an_explanation() {
 
 #[test]
 fn failed_server_is_retried_once_when_a_slot_frees() {
-    let mut v = Visor::test_server(["--exit-at-start", "9"])
+    let v = Visor::test_server(["--exit-at-start", "9"])
         .args(["--backoff-initial", "1ms", "--max-restarts", "2", "--restart-window", "1s"])
         .spawn();
     v.wait_log("restart limit reached");
@@ -288,4 +288,18 @@ fn a_server_that_can_no_longer_be_started_counts_as_a_crash() {
     let e = v.request(2, "echo", json!({}));
     assert_eq!(e["error"]["data"]["reason"], json!("restart_limit"));
     assert!(e["error"]["data"]["spawn_error"].as_str().unwrap().contains("command not found"), "{e}");
+}
+
+#[test]
+fn an_initialize_in_flight_at_a_crash_is_resent_even_with_no_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = temp_path(dir.path(), "started-once");
+    let script = format!(
+        "if [ -e {marker} ]; then exec {} ; else touch {marker}; sleep 0.3; exit 5; fi",
+        test_server_bin().display()
+    );
+    let mut v = Visor::command(["sh", "-c", &script]).args(["--backoff-initial", "10ms", "--no-retry"]).spawn();
+    let r = v.initialize();
+    assert_eq!(r["result"]["serverInfo"]["name"], json!("test-server"), "{r}");
+    assert!(v.request(1, "echo", json!({}))["result"].is_object());
 }

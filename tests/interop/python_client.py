@@ -1,0 +1,59 @@
+"""Interop check: the Python `mcp` SDK's high-level client through mcpvisor to a real server,
+with a kill -9 of the server mid-session.
+
+The client runs in auto mode: it probes `server/discover` and falls back to `initialize` on a
+handshake-era server, so the same script covers both protocol eras.
+
+Usage: python python_client.py MCPVISOR LOG -- SERVER...
+"""
+
+import asyncio
+import os
+import re
+import signal
+import sys
+import time
+
+from mcp.client.client import Client
+from mcp.client.stdio import StdioServerParameters
+
+
+def server_pids(log):
+    try:
+        with open(log) as f:
+            return [int(p) for p in re.findall(r"server started .*?pid=(\d+)", f.read())]
+    except FileNotFoundError:
+        return []
+
+
+async def call_some_tool(client, tools):
+    names = [t.name for t in tools.tools]
+    if "echo" in names:
+        return await client.call_tool("echo", {"message": "hi"})
+    return await client.call_tool("get_current_time", {"timezone": "UTC"})
+
+
+async def main(mcpvisor, log, server):
+    args = ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", *server]
+    async with Client(StdioServerParameters(command=mcpvisor, args=args)) as client:
+        tools = await client.list_tools()
+        assert tools.tools, "no tools listed"
+        first = await call_some_tool(client, tools)
+        assert not first.is_error, first
+
+        # The whole tree (npx → sh → node): killing only npx would leave node answering briefly.
+        os.killpg(server_pids(log)[-1], signal.SIGKILL)
+        t0 = time.monotonic()
+        again = await client.list_tools()
+        assert len(again.tools) == len(tools.tools), "tool list changed after the restart"
+        second = await call_some_tool(client, again)
+        assert not second.is_error, second
+        assert len(server_pids(log)) == 2, f"expected exactly one restart: {server_pids(log)}"
+        print(f"ok: protocol {client.protocol_version}, {len(tools.tools)} tools, "
+              f"recovered in {int((time.monotonic() - t0) * 1000)} ms")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 5 or sys.argv[3] != "--":
+        sys.exit("usage: python_client.py MCPVISOR LOG -- SERVER...")
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[4:]))

@@ -1,0 +1,55 @@
+// Interop check: the TypeScript SDK's stdio client through mcpvisor to a real server, with a
+// kill -9 of the server mid-session. Usage: node ts_client.cjs INTEROP_DIR MCPVISOR LOG -- SERVER...
+"use strict";
+const path = require("path");
+const fs = require("fs");
+const { createRequire } = require("module");
+
+const [interopDir, mcpvisor, log, dashdash, ...server] = process.argv.slice(2);
+if (dashdash !== "--" || server.length === 0) throw new Error("usage: ts_client.cjs DIR MCPVISOR LOG -- SERVER...");
+const req = createRequire(path.join(interopDir, "node_modules", "noop.js"));
+const { Client } = req("@modelcontextprotocol/sdk/client/index.js");
+const { StdioClientTransport } = req("@modelcontextprotocol/sdk/client/stdio.js");
+
+function serverPids() {
+  const text = fs.existsSync(log) ? fs.readFileSync(log, "utf8") : "";
+  return [...text.matchAll(/server started .*?pid=(\d+)/g)].map((m) => Number(m[1]));
+}
+
+function assert(cond, msg) {
+  if (!cond) throw new Error("assertion failed: " + msg);
+}
+
+async function callSomeTool(client, tools) {
+  const names = tools.tools.map((t) => t.name);
+  if (names.includes("echo")) return client.callTool({ name: "echo", arguments: { message: "hi" } });
+  return client.callTool({ name: "get_current_time", arguments: { timezone: "UTC" } });
+}
+
+(async () => {
+  const transport = new StdioClientTransport({
+    command: mcpvisor,
+    args: ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", ...server],
+    stderr: "inherit",
+  });
+  const client = new Client({ name: "mcpvisor-interop", version: "1.0.0" });
+  await client.connect(transport);
+  const tools = await client.listTools();
+  assert(tools.tools.length > 0, "tools listed");
+  const first = await callSomeTool(client, tools);
+  assert(!first.isError, "first call ok");
+
+  const pids = serverPids();
+  process.kill(pids[pids.length - 1], "SIGKILL");
+  const t0 = Date.now();
+  const again = await client.listTools();
+  assert(again.tools.length === tools.tools.length, "same tools after the restart");
+  const second = await callSomeTool(client, again);
+  assert(!second.isError, "call after kill -9 ok: " + JSON.stringify(second));
+  assert(serverPids().length === 2, "exactly one restart: " + serverPids());
+  console.log(`ok: ${tools.tools.length} tools, recovered in ${Date.now() - t0} ms`);
+  await client.close();
+})().catch((e) => {
+  console.error("FAILED:", e);
+  process.exit(1);
+});
