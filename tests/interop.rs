@@ -78,7 +78,10 @@ fn everything_via_npx() -> Vec<String> {
 
 fn everything_node() -> Vec<String> {
     let dir = interop_dir().unwrap_or_default();
-    vec!["node".into(), dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js").display().to_string()]
+    vec![
+        "node".into(),
+        dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js").display().to_string(),
+    ]
 }
 
 fn time_server() -> Vec<String> {

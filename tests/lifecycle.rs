@@ -161,7 +161,10 @@ fn environment_cwd_and_systemd_variables() {
     let text = wait_for("env dump", TIMEOUT, || std::fs::read_to_string(&out).ok().filter(|s| s.contains("/tmp")));
     assert!(text.contains("MY_KEY=a=b"));
     assert!(text.contains("KEEP_ME=yes"));
-    assert!(!text.contains("NOTIFY_SOCKET") && !text.contains("WATCHDOG_USEC") && !text.contains("LISTEN_FDS"), "{text}");
+    assert!(
+        !text.contains("NOTIFY_SOCKET") && !text.contains("WATCHDOG_USEC") && !text.contains("LISTEN_FDS"),
+        "{text}"
+    );
     assert!(text.lines().any(|l| l == "/tmp"));
 }
 

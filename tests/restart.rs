@@ -86,7 +86,9 @@ fn stateless_era_resends_open_subscriptions_with_their_ids() {
     let e = v.request(2, "crash", json!({"code": 1}));
     assert_eq!(e["error"]["code"], json!(-32603));
     // The subscription is neither failed nor lost: the new child gets it again, same id.
-    let n = v.recv_matching("re-sent subscription's notification", |m| m.get("method").is_some() && m["params"]["_meta"].is_object());
+    let n = v.recv_matching("re-sent subscription's notification", |m| {
+        m.get("method").is_some() && m["params"]["_meta"].is_object()
+    });
     assert_eq!(n["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], json!("sub-1"));
     let mut with_meta = meta.clone();
     with_meta["x"] = json!(1);
@@ -103,7 +105,8 @@ fn stateless_era_resends_open_subscriptions_with_their_ids() {
 fn messages_sent_during_a_restart_are_queued_and_delivered_in_order() {
     let rec_dir = tempfile::tempdir().unwrap();
     let rec = temp_path(rec_dir.path(), "rec");
-    let mut v = Visor::test_server(["--record", &rec]).args(["--backoff-initial", "800ms", "--backoff-max", "800ms"]).spawn();
+    let mut v =
+        Visor::test_server(["--record", &rec]).args(["--backoff-initial", "800ms", "--backoff-max", "800ms"]).spawn();
     v.initialize();
     let e = v.request(1, "crash", json!({"code": 2}));
     assert_eq!(e["error"]["code"], json!(-32603));
@@ -182,7 +185,8 @@ fn server_requests_pending_at_a_crash_are_cancelled_and_late_answers_dropped() {
 
 #[test]
 fn eleventh_crash_in_the_window_leaves_the_server_failed_with_an_explanation() {
-    let mut v = Visor::test_server(["--exit-at-start", "9"]).args(["--backoff-initial", "1ms", "--backoff-max", "5ms"]).spawn();
+    let mut v =
+        Visor::test_server(["--exit-at-start", "9"]).args(["--backoff-initial", "1ms", "--backoff-max", "5ms"]).spawn();
     v.wait_log("restart limit reached");
     assert_eq!(v.server_pids().len(), 11, "the first start plus 10 restarts");
     let e = v.request(1, "initialize", json!({}));
@@ -264,7 +268,8 @@ fn nothing_is_injected_before_the_clients_first_message() {
 fn a_crash_before_the_clients_first_message_just_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let marker = temp_path(dir.path(), "started-once");
-    let script = format!("if [ -e {marker} ]; then exec {} ; else touch {marker}; exit 5; fi", test_server_bin().display());
+    let script =
+        format!("if [ -e {marker} ]; then exec {} ; else touch {marker}; exit 5; fi", test_server_bin().display());
     let mut v = Visor::command(["sh", "-c", &script]).args(["--backoff-initial", "10ms"]).spawn();
     v.wait_generation(2);
     v.initialize();
