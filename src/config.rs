@@ -68,3 +68,41 @@ impl RunConfig {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Result<RunConfig, String> {
+        let mut argv = vec!["mcpvisor", "run"];
+        argv.extend_from_slice(args);
+        argv.extend_from_slice(&["--", "server", "arg"]);
+        let crate::cli::Command::Run(run) = crate::cli::Cli::try_parse_from(argv).expect("parse").command;
+        RunConfig::from_args(&run)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).expect("config");
+        assert_eq!(c.spec.program, "server");
+        assert_eq!(c.ping_interval, Some(Duration::from_secs(30)));
+        assert_eq!(c.policy.max_restarts, 10);
+        assert_eq!(c.policy.window, Duration::from_secs(3600));
+        assert_eq!(c.max_message_size, 64 << 20);
+        assert!(c.retry);
+        assert_eq!(c.request_timeout, None);
+    }
+
+    #[test]
+    fn zero_ping_interval_disables_liveness() {
+        assert_eq!(config(&["--ping-interval", "0"]).expect("config").ping_interval, None);
+    }
+
+    #[test]
+    fn inconsistent_values_are_refused() {
+        assert!(config(&["--backoff-initial", "10s", "--backoff-max", "1s"]).is_err());
+        assert!(config(&["--restart-window", "0"]).is_err());
+        assert!(config(&["--ping-timeout", "0"]).is_err());
+    }
+}

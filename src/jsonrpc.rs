@@ -122,28 +122,34 @@ pub enum Message<'a> {
 
 /// Why a line could not be read as JSON at all.
 #[derive(Debug, thiserror::Error)]
-#[error("not JSON: {0}")]
-pub struct NotJson(#[from] serde_json::Error);
+pub enum NotJson {
+    #[error("not valid UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+}
 
-/// Classifies one line. Fails only when the line is not JSON (or not UTF-8).
+/// Classifies one line. Fails only when the line is not UTF-8 JSON.
 pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
-    let first = line.iter().find(|b| !b.is_ascii_whitespace());
-    if first == Some(&b'[') {
-        let items: Vec<&RawValue> = serde_json::from_slice(line)?;
-        let batch = items.into_iter().map(|raw| classify_value(raw.get().as_bytes())).collect();
+    // serde skips unknown fields without checking their UTF-8, so check the whole line first.
+    let line = std::str::from_utf8(line)?;
+    let first = line.bytes().find(|b| !b.is_ascii_whitespace());
+    if first == Some(b'[') {
+        let items: Vec<&RawValue> = serde_json::from_str(line)?;
+        let batch = items.into_iter().map(|raw| classify_value(raw.get())).collect();
         return Ok(Message::Batch(batch));
     }
-    if first != Some(&b'{') {
+    if first != Some(b'{') {
         // Still require valid JSON to tell "not JSON" from "JSON but not JSON-RPC".
-        serde_json::from_slice::<serde::de::IgnoredAny>(line)?;
+        serde_json::from_str::<serde::de::IgnoredAny>(line)?;
         return Ok(Message::Single(invalid(None, "not a JSON object")));
     }
-    let raw: RawEnvelope<'_> = serde_json::from_slice(line)?;
+    let raw: RawEnvelope<'_> = serde_json::from_str(line)?;
     Ok(Message::Single(classify(raw)))
 }
 
-fn classify_value(bytes: &[u8]) -> Envelope<'_> {
-    match serde_json::from_slice::<RawEnvelope<'_>>(bytes) {
+fn classify_value(text: &str) -> Envelope<'_> {
+    match serde_json::from_str::<RawEnvelope<'_>>(text) {
         Ok(raw) => classify(raw),
         Err(_) => invalid(None, "batch member is not a JSON object"),
     }

@@ -188,7 +188,8 @@ mod tests {
         assert!(matches!(p.on_exit(until, Duration::ZERO), Decision::RestartAfter(_)));
         p.record_restart(until);
         // The half-open child dies at once: the window is full again.
-        assert!(matches!(p.on_exit(until + Duration::from_secs(1), Duration::from_secs(1)), Decision::Failed { .. }));
+        let soon = until + Duration::from_millis(1);
+        assert!(matches!(p.on_exit(soon, Duration::from_millis(1)), Decision::Failed { .. }));
     }
 
     #[test]

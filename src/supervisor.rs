@@ -391,19 +391,27 @@ impl Supervisor {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let mut deadlines = vec![self.client_reqs.next_deadline(), self.liveness_deadline()];
-        deadlines.push(match &self.state {
+        let state = match &self.state {
             ChildState::Up { phase: Phase::Rebuilding { deadline, .. }, .. } => Some(*deadline),
             ChildState::Stopping { drain_until, .. } => *drain_until,
             ChildState::Backoff { until } | ChildState::Failed { until } => Some(*until),
             _ => None,
-        });
-        if let Some(Shutdown::Draining { deadline }) = self.shutdown {
-            deadlines.push(Some(deadline));
-        }
-        deadlines.push(self.restart.as_ref().map(|r| r.deadline));
-        deadlines.push(self.stdout_closed_deadline);
-        deadlines.into_iter().flatten().min()
+        };
+        let drain = match self.shutdown {
+            Some(Shutdown::Draining { deadline }) => Some(deadline),
+            _ => None,
+        };
+        [
+            self.client_reqs.next_deadline(),
+            self.liveness_deadline(),
+            state,
+            drain,
+            self.restart.as_ref().map(|r| r.deadline),
+            self.stdout_closed_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -686,11 +694,11 @@ impl Supervisor {
                     self.send_to_client(line.clone());
                 }
                 Kind::Notification { .. } => self.send_to_client(line.clone()),
-                Kind::Invalid { .. } => self.divert(&line),
+                Kind::Invalid { id, .. } => self.divert(&line, id),
             },
             Ok(Message::Batch(items)) => {
                 if items.iter().all(|e| matches!(e.kind, Kind::Invalid { .. })) {
-                    self.divert(&line);
+                    self.divert(&line, None);
                     return;
                 }
                 for env in items {
@@ -706,7 +714,11 @@ impl Supervisor {
                 }
                 self.send_to_client(line.clone());
             }
-            Err(_) => self.divert(&line),
+            Err(_) => {
+                // A broken response must not leave its request hanging: if it names one, fail it.
+                let id = (line.first() == Some(&b'{')).then(|| jsonrpc::sniff_id(&line)).flatten();
+                self.divert(&line, id);
+            }
         }
     }
 
@@ -778,9 +790,21 @@ impl Supervisor {
         }
     }
 
-    fn divert(&mut self, line: &[u8]) {
+    /// Logs a child stdout line that is not valid JSON-RPC instead of forwarding it. If it names a
+    /// request the client is waiting for (a malformed response), the client gets an error.
+    fn divert(&mut self, line: &[u8], id: Option<Id>) {
         self.stats.diverted += 1;
-        tracing::warn!(target: "mcpvisor::child", generation = self.generation, "stdout (not JSON-RPC, diverted): {}", preview(line));
+        tracing::warn!(
+            target: "mcpvisor::child",
+            generation = self.generation,
+            "stdout (not JSON-RPC, diverted): {}",
+            preview(line)
+        );
+        if let Some(req) = id.and_then(|id| self.client_reqs.remove(&id).map(|r| (id, r))) {
+            let (id, req) = req;
+            let msg = format!("the MCP server sent an invalid response to {} (not valid JSON-RPC)", req.method);
+            self.reply_error(Some(&id), INTERNAL_ERROR, &msg, json!({ "reason": "invalid_response" }));
+        }
     }
 
     fn reply_error(&mut self, id: Option<&Id>, code: i64, message: &str, mut data: serde_json::Value) {
@@ -992,6 +1016,8 @@ impl Supervisor {
                 self.restart_child(false);
             }
             StopWhy::Crashed(cause) => {
+                // A crash overtakes a pending graceful restart: the new child is the restart.
+                self.restart = None;
                 // Requests still owed are answered now (for an exit, after stdout was drained).
                 self.settle_inflight(&cause, exit);
                 let now = Instant::now();

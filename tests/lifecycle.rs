@@ -208,3 +208,52 @@ fn a_command_that_cannot_start_is_reported_with_status_3() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("permission denied"));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_gone_and_everything_stops() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(mcpvisor_bin())
+        .args(["run", "--log-file"])
+        .arg(&log)
+        .arg("--")
+        .arg(test_server_bin())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the client closes its end of our stdout
+    let mut stdin = child.stdin.take().unwrap();
+    use std::io::Write;
+    let init = json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{}});
+    let _ = writeln!(stdin, "{init}");
+    let status = wait_for("mcpvisor to exit", TIMEOUT, || child.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("client stopped reading"), "{text}");
+    let pid: i32 = text.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    wait_for("server stopped", TIMEOUT, || group_members(pid).is_empty().then_some(()));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let mut v = Visor::test_server(["--stderr-lines", "2"]).args(["--log-format", "json"]).spawn();
+    v.initialize();
+    v.wait_log("startup log line 1");
+    for line in v.log().lines() {
+        let parsed: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(parsed.get("level").is_some(), "{line}");
+    }
+}
+
+#[test]
+fn a_flood_of_stderr_does_not_stall_the_relay() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send(&json!({"jsonrpc":"2.0","id":"flood","method":"stderr","params":{"lines":50000}}));
+    for i in 0..20 {
+        assert!(v.request(i, "echo", json!({"i": i}))["result"].is_object());
+    }
+    v.response(&json!("flood"));
+}

@@ -170,3 +170,13 @@ fn request_timeout_answers_and_cancels_at_the_server() {
     let r = v.request("after", "echo", json!({}));
     assert!(r.get("result").is_some());
 }
+
+#[test]
+fn an_invalid_response_is_diverted_and_its_request_answered_with_an_error() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    let e = v.request("u", "bad_utf8", json!({}));
+    assert_eq!(e["error"]["data"]["reason"], json!("invalid_response"), "{e}");
+    v.wait_log("diverted");
+    assert!(v.request(2, "echo", json!({}))["result"].is_object());
+}

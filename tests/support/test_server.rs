@@ -20,6 +20,7 @@
 //!   hang                      → stops reading and answering forever
 //!   stray {"text": s}         → writes s as a raw stdout line, then answers
 //!   stderr {"lines": n}       → writes n lines to stderr, then answers
+//!   bad_utf8                  → answers with a response containing invalid UTF-8
 //!   grandchild                → starts `sleep 1000` holding stdout, answers {"pid": its pid}
 //!   ask_client {"method", "params"} → sends a request to the client, answers with its response
 //!   notify {"method", "params"}     → sends a notification to the client, then answers
@@ -268,6 +269,13 @@ fn main() {
                     eprintln!("test-server: log line {i}");
                 }
                 reply(result(&id, json!({})));
+            }
+            "bad_utf8" => {
+                // A response with invalid UTF-8 inside: not a valid MCP message.
+                let mut o = out.lock().unwrap();
+                let _ = o.write_all(format!("{{\"jsonrpc\":\"2.0\",\"id\":{id},\"result\":{{\"s\":\"").as_bytes());
+                let _ = o.write_all(b"\xff\xfe\"}}\n");
+                let _ = o.flush();
             }
             "grandchild" => reply(result(&id, json!({"pid": spawn_grandchild()}))),
             "ask_client" => {
