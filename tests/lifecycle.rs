@@ -124,8 +124,7 @@ fn wrapper_shells_leave_no_survivors() {
 
 #[test]
 fn sighup_restarts_gracefully_without_counting_against_the_limit() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).args(["--max-restarts", "0"]).spawn();
     v.initialize();
     v.send(&json!({"jsonrpc":"2.0","id":"s","method":"slow","params":{"ms":300}}));

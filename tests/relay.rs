@@ -7,8 +7,7 @@ use support::*;
 
 #[test]
 fn forwards_messages_byte_identical_and_keeps_stdout_clean() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v =
         Visor::test_server(["--banner", "Server v1 starting on stdio", "--record", &rec, "--stderr-lines", "3"])
             .spawn();
@@ -127,8 +126,7 @@ fn string_and_number_ids_are_distinct_and_duplicates_in_flight_are_refused() {
 
 #[test]
 fn batches_are_forwarded_as_they_are() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).spawn();
     v.initialize();
     let batch = r#"[{"jsonrpc":"2.0","id":"b1","method":"echo"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
@@ -155,8 +153,7 @@ fn client_cancellation_clears_the_request_and_a_late_answer_is_dropped() {
 
 #[test]
 fn request_timeout_answers_and_cancels_at_the_server() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).args(["--request-timeout", "300ms"]).spawn();
     v.initialize();
     let e = v.request("t", "slow", json!({"ms": 1500}));

@@ -14,8 +14,7 @@ fn methods(rec: &str) -> Vec<String> {
 
 #[test]
 fn crash_mid_request_errors_then_the_session_continues_with_the_handshake_replayed() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).args(["--backoff-initial", "50ms"]).spawn();
     v.initialize();
     v.request(1, "logging/setLevel", json!({"level": "debug"}));
@@ -72,8 +71,7 @@ fn kill_dash_nine_of_the_server_is_reported_with_the_signal() {
 
 #[test]
 fn stateless_era_resends_open_subscriptions_with_their_ids() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec, "--era", "dual"]).args(["--backoff-initial", "10ms"]).spawn();
     let meta = json!({"_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                                 "io.modelcontextprotocol/clientCapabilities": {}}});
@@ -103,8 +101,7 @@ fn stateless_era_resends_open_subscriptions_with_their_ids() {
 
 #[test]
 fn messages_sent_during_a_restart_are_queued_and_delivered_in_order() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v =
         Visor::test_server(["--record", &rec]).args(["--backoff-initial", "800ms", "--backoff-max", "800ms"]).spawn();
     v.initialize();
@@ -166,8 +163,7 @@ fn no_retry_fails_safe_requests_too() {
 
 #[test]
 fn server_requests_pending_at_a_crash_are_cancelled_and_late_answers_dropped() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).args(["--backoff-initial", "10ms"]).spawn();
     v.initialize();
     v.send(&json!({"jsonrpc":"2.0","id":1,"method":"ask_client","params":{"method":"sampling/createMessage"}}));
@@ -224,8 +220,7 @@ fn on_failure_exit_ends_mcpvisor_with_status_4() {
 
 #[test]
 fn hung_server_is_detected_by_probes_and_replaced() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec])
         .args(["--ping-interval", "150ms", "--ping-timeout", "150ms", "--ping-failures", "2"])
         .args(["--stop-grace", "100ms", "--kill-after", "100ms", "--backoff-initial", "10ms"])
@@ -246,8 +241,7 @@ fn hung_server_is_detected_by_probes_and_replaced() {
 
 #[test]
 fn nothing_is_injected_before_the_clients_first_message() {
-    let rec_dir = tempfile::tempdir().unwrap();
-    let rec = temp_path(rec_dir.path(), "rec");
+    let (_rec_dir, rec) = record_file();
     let mut v =
         Visor::test_server(["--record", &rec]).args(["--ping-interval", "50ms", "--ping-timeout", "50ms"]).spawn();
     v.wait_generation(1);

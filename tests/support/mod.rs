@@ -315,6 +315,13 @@ pub fn temp_path(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
 
+/// A fresh path for the test server's `--record` (the dir must outlive the test).
+pub fn record_file() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = temp_path(dir.path(), "record");
+    (dir, path)
+}
+
 /// Reads a file of recorded lines (the test server's --record) as JSON values.
 pub fn recorded(path: &str) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
