@@ -19,11 +19,43 @@ pub enum Command {
     ///
     /// Put `mcpvisor run -- COMMAND ARGS...` in your MCP client's config in place of the server
     /// command. Only protocol messages are written to stdout; logs go to stderr or --log-file.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
+    /// Show running instances (one line each), or one instance in full.
+    ///
+    /// Exit status: 0 all ready, 1 any not ready (degraded or failed), 3 no instance reachable.
+    Status {
+        /// The instance to show in full.
+        name: Option<String>,
+        /// Print the stable JSON form (see docs/control-protocol.md).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restart an instance's server gracefully (also clears the Failed state).
+    Restart { name: String },
+    /// Drain an instance and make it exit.
+    Stop { name: String },
+    /// Print the last lines an instance's server wrote to stderr.
+    Logs {
+        name: String,
+        #[arg(short = 'n', long = "lines", default_value_t = 50)]
+        lines: usize,
+    },
+    /// Print Prometheus metrics of one instance, or of all.
+    Metrics { name: Option<String> },
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Instance name for `mcpvisor status` and metrics (default: derived from the server
+    /// command; a suffix is added if a live instance already has it).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    /// Control socket path (default: NAME.sock in $RUNTIME_DIRECTORY, $XDG_RUNTIME_DIR/mcpvisor,
+    /// /run/user/UID/mcpvisor or /tmp/mcpvisor-UID).
+    #[arg(long, value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
     /// Working directory for the server.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,
@@ -194,7 +226,7 @@ mod tests {
         assert!(Cli::try_parse_from(["mcpvisor", "run", "server"]).is_err());
         assert!(Cli::try_parse_from(["mcpvisor", "run"]).is_err());
         let cli = Cli::try_parse_from(["mcpvisor", "run", "--env", "A=b=c", "--", "server", "--flag"]).expect("parse");
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.command, vec![OsString::from("server"), OsString::from("--flag")]);
         assert_eq!(args.env, vec![(OsString::from("A"), OsString::from("b=c"))]);
     }

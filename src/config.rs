@@ -78,7 +78,9 @@ mod tests {
         let mut argv = vec!["mcpvisor", "run"];
         argv.extend_from_slice(args);
         argv.extend_from_slice(&["--", "server", "arg"]);
-        let crate::cli::Command::Run(run) = crate::cli::Cli::try_parse_from(argv).expect("parse").command;
+        let crate::cli::Command::Run(run) = crate::cli::Cli::try_parse_from(argv).expect("parse").command else {
+            panic!("not run")
+        };
         RunConfig::from_args(&run)
     }
 

@@ -10,14 +10,19 @@
 
 pub mod child;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod control;
 pub mod framing;
 pub mod inflight;
+pub mod instance;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod session;
 pub mod signals;
+pub mod status;
 pub mod stdio;
 pub mod supervisor;
 pub mod writer;

@@ -7,7 +7,9 @@ use clap::error::ErrorKind;
 use clap::Parser;
 
 use mcpvisor::cli::{Cli, Command, RunArgs};
+use mcpvisor::commands;
 use mcpvisor::config::RunConfig;
+use mcpvisor::control::Command as ControlCommand;
 use mcpvisor::supervisor::{exit_code, Supervisor};
 
 fn main() -> ExitCode {
@@ -15,9 +17,15 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match cli.command {
-        Command::Run(args) => ExitCode::from(run(args)),
-    }
+    let code = match cli.command {
+        Command::Run(args) => run(*args),
+        Command::Status { name, json } => commands::status(name.as_deref(), json),
+        Command::Restart { name } => commands::simple(&name, ControlCommand::Restart),
+        Command::Stop { name } => commands::simple(&name, ControlCommand::Stop),
+        Command::Logs { name, lines } => commands::logs(&name, lines),
+        Command::Metrics { name } => commands::metrics(name.as_deref()),
+    };
+    ExitCode::from(code)
 }
 
 /// Help and version go to stdout as usual; errors become one line on stderr and status 2.
@@ -78,8 +86,15 @@ fn run(args: RunArgs) -> u8 {
                 return exit_code::INTERNAL;
             }
         };
+        let wanted = match &args.name {
+            Some(n) => mcpvisor::instance::sanitize(n),
+            None => mcpvisor::instance::default_name(&config.spec.program, &config.spec.args),
+        };
         match Supervisor::start(config, input, output) {
-            Ok(sup) => sup.run().await,
+            Ok(sup) => {
+                let (name, control) = mcpvisor::control::open(&wanted, args.control_socket.as_deref());
+                sup.with_control(name, control).run().await
+            }
             Err(e) => {
                 // With logs on stderr the message below is the log; a log file gets it too.
                 if args.log_file.is_some() {

@@ -76,6 +76,12 @@ impl RestartPolicy {
         self.restarts.len()
     }
 
+    /// How long until the oldest restart in the window leaves it.
+    pub fn oldest_leaves(&mut self, now: Instant) -> Option<Duration> {
+        self.expire(now);
+        self.restarts.front().map(|t| (*t + self.config.window).saturating_duration_since(now))
+    }
+
     /// Forgets the history, as after an operator's explicit restart.
     pub fn reset(&mut self) {
         self.restarts.clear();

@@ -50,6 +50,8 @@ pub struct Session {
     stateless_meta: Option<String>,
     /// The child's answer to a client `server/discover` (raw result).
     discover_result: Option<String>,
+    /// The protocol version stateless-era requests carry.
+    stateless_version: Option<String>,
 }
 
 impl Default for Session {
@@ -63,6 +65,7 @@ impl Default for Session {
             subscriptions: Vec::new(),
             stateless_meta: None,
             discover_result: None,
+            stateless_version: None,
         }
     }
 }
@@ -142,6 +145,7 @@ impl Session {
                 let p = Params::read(params);
                 if let Some(meta) = p.meta.filter(|m| m.protocol_version.is_some()) {
                     self.stateless_meta = Some(probe_meta(&meta));
+                    self.stateless_version = meta.protocol_version.as_deref().map(str::to_owned);
                     if method != "server/discover" && self.era == Era::Unknown {
                         self.era = Era::Stateless;
                     }
@@ -239,10 +243,30 @@ impl Session {
             .collect()
     }
 
-    /// Protocol version and server name/version from the recorded result, for logs and status.
-    pub fn server_identity(&self) -> Option<(Option<String>, Option<String>)> {
-        let r = parse_result(self.init_result.as_deref().or(self.discover_result.as_deref())?)?;
-        Some((r.protocol_version, r.server_info.map(|s| s.get().to_owned())))
+    /// Whether the client's `initialize` is still waiting for the server's answer.
+    pub fn handshake_in_progress(&self) -> bool {
+        self.era == Era::Handshake && self.init_result.is_none()
+    }
+
+    /// The protocol version in use: the initialize result's, or the client's stateless-era one.
+    pub fn protocol_version(&self) -> Option<String> {
+        let from_result = self.init_result.as_deref().and_then(parse_result).and_then(|r| r.protocol_version);
+        from_result.or_else(|| (self.era == Era::Stateless).then(|| self.stateless_version.clone()).flatten())
+    }
+
+    /// The server's name and version from its initialize or discover result.
+    pub fn server_info(&self) -> (Option<String>, Option<String>) {
+        #[derive(Deserialize)]
+        struct Info {
+            name: Option<String>,
+            version: Option<String>,
+        }
+        let result = self.init_result.as_deref().or(self.discover_result.as_deref());
+        let info = result
+            .and_then(parse_result)
+            .and_then(|r| r.server_info)
+            .and_then(|raw| serde_json::from_str::<Info>(raw.get()).ok());
+        info.map_or((None, None), |i| (i.name, i.version))
     }
 }
 

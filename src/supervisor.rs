@@ -34,12 +34,15 @@ use tokio::time::sleep_until;
 use crate::child::{tail_lines, Child, ChildExit, ExitInfo, SharedTail, SpawnError};
 use crate::cli::OnFailure;
 use crate::config::RunConfig;
+use crate::control::{Command as ControlCommand, Control, ControlCall, Response};
 use crate::framing::{Frame, FramedReader};
 use crate::inflight::{self, ClientRequest, ClientTable, OwnIds, OwnPurpose, ServerRequest};
 use crate::jsonrpc::{self, Envelope, Id, Kind, Message, Params, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
+use crate::metrics::Metrics;
 use crate::policy::{Decision, RestartPolicy};
 use crate::session::Session;
 use crate::signals::{SignalEvent, Signals};
+use crate::status::{self, Status};
 use crate::stdio::Input;
 use crate::writer::Outbox;
 
@@ -162,22 +165,13 @@ struct RestartRequest {
     deadline: Instant,
 }
 
-#[derive(Debug, Default)]
-struct Stats {
-    to_child: u64,
-    to_client: u64,
-    diverted: u64,
-    oversized: u64,
-    errors_sent: u64,
-    restarts: u64,
-}
-
 enum Event {
     Client(io::Result<Option<Frame>>),
     Child(io::Result<Option<Frame>>),
     Exit(ChildExit),
     ClientGone(io::Error),
     Signal(SignalEvent),
+    Control(ControlCall),
     Tick,
     Wake,
 }
@@ -229,7 +223,11 @@ pub struct Supervisor {
     /// is treated as broken. (Usually the exit follows at once and carries the real status.)
     stdout_closed_deadline: Option<Instant>,
     exit_code: Option<u8>,
-    stats: Stats,
+    metrics: Metrics,
+    /// When and why the last child ended.
+    last_end: Option<(Instant, &'static str)>,
+    name: String,
+    control: Option<Control>,
 }
 
 impl Supervisor {
@@ -274,12 +272,23 @@ impl Supervisor {
             restart: None,
             stdout_closed_deadline: None,
             exit_code: None,
-            stats: Stats::default(),
+            metrics: Metrics::default(),
+            last_end: None,
+            name: String::new(),
+            control: None,
             cfg,
         };
         let child = sup.spawn_child()?;
         sup.state = ChildState::Up { child, phase: Phase::Ready };
         Ok(sup)
+    }
+
+    /// Names the instance and attaches its control socket (done once the server has started, so
+    /// that a server that cannot start leaves nothing behind).
+    pub fn with_control(mut self, name: String, control: Option<Control>) -> Supervisor {
+        self.name = name;
+        self.control = control;
+        self
     }
 
     /// Runs until the client is gone or a signal ends the session; returns the exit status.
@@ -293,12 +302,12 @@ impl Supervisor {
             self.advance();
         };
         tracing::info!(
-            to_child = self.stats.to_child,
-            to_client = self.stats.to_client,
-            diverted = self.stats.diverted,
-            oversized = self.stats.oversized,
-            errors = self.stats.errors_sent,
-            restarts = self.stats.restarts,
+            to_server = self.metrics.messages_to_server,
+            to_client = self.metrics.messages_to_client,
+            diverted = self.metrics.diverted_stdout_lines,
+            oversized = self.metrics.oversized_messages,
+            errors = self.metrics.errors.values().sum::<u64>(),
+            restarts = self.metrics.restarts,
             state = self.state.name(),
             "mcpvisor exiting"
         );
@@ -323,6 +332,7 @@ impl Supervisor {
             Some(exit) = self.exits_rx.recv() => Event::Exit(exit),
             Some(err) = self.client_gone_rx.recv() => Event::ClientGone(err),
             sig = self.signals.recv() => Event::Signal(sig),
+            Some(call) = recv_control(&mut self.control) => Event::Control(call),
             _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => Event::Tick,
             _ = self.client_out.drained(), if self.client_out.congested() => Event::Wake,
             _ = drained(child_in), if child_congested => Event::Wake,
@@ -362,6 +372,10 @@ impl Supervisor {
                 }
             }
             Event::Signal(SignalEvent::Hangup) => self.request_restart("SIGHUP"),
+            Event::Control(call) => {
+                let response = self.on_control(call.command);
+                let _ = call.reply.send(response);
+            }
             Event::Tick => self.on_tick(Instant::now()),
             Event::Wake => {}
         }
@@ -462,7 +476,7 @@ impl Supervisor {
         let line = match frame {
             Frame::Line(line) => line,
             Frame::Oversized { len, head } => {
-                self.stats.oversized += 1;
+                self.metrics.oversized_messages += 1;
                 let id = jsonrpc::sniff_id(&head);
                 if let Some(id) = &id {
                     self.client_reqs.remove(id);
@@ -553,6 +567,7 @@ impl Supervisor {
             return false;
         }
         self.session.on_client_request(id, method, params);
+        self.metrics.requests += 1;
         self.seq += 1;
         let now = Instant::now();
         self.client_reqs.insert(
@@ -654,7 +669,7 @@ impl Supervisor {
     fn send_to_child(&mut self, line: Bytes) {
         if let Some(stdin) = &self.child_in {
             if stdin.send(line) {
-                self.stats.to_child += 1;
+                self.metrics.messages_to_server += 1;
             }
         }
     }
@@ -666,7 +681,7 @@ impl Supervisor {
         let line = match frame {
             Frame::Line(line) => line,
             Frame::Oversized { len, head } => {
-                self.stats.oversized += 1;
+                self.metrics.oversized_messages += 1;
                 tracing::warn!(len, "server wrote a line over --max-message-size; dropped: {}", preview(&head));
                 if let Some(id) = jsonrpc::sniff_id(&head) {
                     if let Some(req) = self.client_reqs.remove(&id) {
@@ -732,6 +747,7 @@ impl Supervisor {
                 if !is_error {
                     self.session.on_child_result(id, &req.method, result);
                 }
+                self.metrics.latency.observe(req.received.elapsed());
                 self.send_to_client(line);
             }
             None => {
@@ -786,14 +802,14 @@ impl Supervisor {
 
     fn send_to_client(&mut self, line: Bytes) {
         if self.client_out.send(line) {
-            self.stats.to_client += 1;
+            self.metrics.messages_to_client += 1;
         }
     }
 
     /// Logs a child stdout line that is not valid JSON-RPC instead of forwarding it. If it names a
     /// request the client is waiting for (a malformed response), the client gets an error.
     fn divert(&mut self, line: &[u8], id: Option<Id>) {
-        self.stats.diverted += 1;
+        self.metrics.diverted_stdout_lines += 1;
         tracing::warn!(
             target: "mcpvisor::child",
             generation = self.generation,
@@ -809,7 +825,8 @@ impl Supervisor {
 
     fn reply_error(&mut self, id: Option<&Id>, code: i64, message: &str, mut data: serde_json::Value) {
         data["source"] = json!("mcpvisor");
-        self.stats.errors_sent += 1;
+        let reason = data["reason"].as_str().unwrap_or("other").to_owned();
+        *self.metrics.errors.entry(reason).or_default() += 1;
         self.send_to_client(jsonrpc::error_response(id, code, message, Some(data)));
     }
 
@@ -875,7 +892,7 @@ impl Supervisor {
         if counted {
             self.policy.record_restart(Instant::now());
         }
-        self.stats.restarts += 1;
+        self.metrics.restarts += 1;
         match self.spawn_child() {
             Ok(child) => {
                 self.last_spawn_error = None;
@@ -1000,6 +1017,24 @@ impl Supervisor {
 
     fn after_child_gone(&mut self, why: StopWhy, exit: Option<ExitInfo>, uptime: Duration) {
         self.own.clear();
+        self.last_end = Some((
+            Instant::now(),
+            match &why {
+                StopWhy::Crashed(cause) => cause.key(),
+                StopWhy::Restart | StopWhy::Shutdown => "stopped",
+            },
+        ));
+        if let StopWhy::Crashed(cause) = &why {
+            let label = match (cause, exit) {
+                (Cause::Exited, Some(ExitInfo::Signal { .. })) => "signal",
+                (Cause::Exited, _) => "exit_code",
+                (Cause::Hung, _) => "hung",
+                (Cause::StdoutClosed, _) => "stdout_closed",
+                (Cause::RebuildFailed(_), _) => "rebuild_failed",
+                (Cause::SpawnFailed(_), _) => "spawn_failure",
+            };
+            *self.metrics.crashes.entry(label).or_default() += 1;
+        }
         self.liveness = Liveness { last_latency: self.liveness.last_latency, ..Liveness::default() };
         if self.shutdown.is_some() || self.client_eof {
             self.settle_for_exit("MCP server stopped because mcpvisor is shutting down");
@@ -1027,6 +1062,7 @@ impl Supervisor {
                         self.state = ChildState::Backoff { until: now + delay };
                     }
                     Decision::Failed { until } => {
+                        self.metrics.restart_limit_hits += 1;
                         let cfg = self.policy.config();
                         tracing::error!(
                             "server crashed {} times within {}: restart limit reached; {}",
@@ -1180,6 +1216,124 @@ impl Supervisor {
         }
     }
 
+    // ----- control socket ----------------------------------------------------------------
+
+    fn on_control(&mut self, command: ControlCommand) -> Response {
+        match command {
+            ControlCommand::Status => Response { status: Some(Box::new(self.status())), ..Response::ok() },
+            ControlCommand::Restart => {
+                if self.shutdown.is_some() {
+                    return Response::error("mcpvisor is shutting down");
+                }
+                if matches!(self.state, ChildState::Failed { .. }) {
+                    tracing::info!("restart requested over the control socket: clearing the Failed state");
+                    self.policy.reset();
+                }
+                self.request_restart("restart requested over the control socket");
+                Response { message: Some("restarting the server".into()), ..Response::ok() }
+            }
+            ControlCommand::Stop => {
+                tracing::info!("stop requested over the control socket: draining and shutting down");
+                self.begin_shutdown("control: stop");
+                Response { message: Some("draining and stopping".into()), ..Response::ok() }
+            }
+            ControlCommand::Logs { lines } => Response { lines: Some(tail_lines(&self.tail, lines)), ..Response::ok() },
+            ControlCommand::Metrics => {
+                let status = self.status();
+                Response { metrics: Some(crate::metrics::render(&self.metrics, &status)), ..Response::ok() }
+            }
+        }
+    }
+
+    /// The operator's view of this instance.
+    pub fn status(&mut self) -> Status {
+        let now = Instant::now();
+        let state = if self.shutdown.is_some() {
+            status::State::Draining
+        } else {
+            match &self.state {
+                ChildState::Up { phase: Phase::Ready, .. } if self.session.handshake_in_progress() => {
+                    status::State::Starting
+                }
+                ChildState::Up { phase: Phase::Ready, .. } => status::State::Ready,
+                ChildState::Up { phase: Phase::Rebuilding { .. }, .. } => status::State::Restarting,
+                ChildState::Stopping { why: StopWhy::Shutdown, .. } | ChildState::Gone => status::State::Draining,
+                ChildState::Stopping { .. } => status::State::Restarting,
+                ChildState::Backoff { .. } => status::State::Backoff,
+                ChildState::Failed { .. } => status::State::Failed,
+            }
+        };
+        let child = match &self.state {
+            ChildState::Up { child, .. } | ChildState::Stopping { child, .. } => Some(status::ChildStatus {
+                pid: child.pid,
+                generation: child.generation,
+                uptime_secs: child.uptime().as_secs_f64(),
+            }),
+            _ => None,
+        };
+        let next_restart_in_secs = match self.state {
+            ChildState::Backoff { until } | ChildState::Failed { until } => {
+                Some(until.saturating_duration_since(now).as_secs_f64())
+            }
+            _ => None,
+        };
+        let last_exit = self.last_end.map(|(at, cause)| status::LastExit {
+            description: match (cause, self.last_exit, &self.last_spawn_error) {
+                ("spawn_failed", _, Some(e)) => e.clone(),
+                ("hung", _, _) => "hung (liveness probes unanswered)".into(),
+                (_, Some(exit), _) => exit.to_string(),
+                _ => cause.replace('_', " "),
+            },
+            code: match self.last_exit {
+                Some(ExitInfo::Code(c)) => Some(c),
+                _ => None,
+            },
+            signal: match self.last_exit {
+                Some(ExitInfo::Signal { signal, .. }) => Some(signal.as_str().to_owned()),
+                _ => None,
+            },
+            cause: cause.to_owned(),
+            ago_secs: now.saturating_duration_since(at).as_secs_f64(),
+        });
+        let (server_name, server_version) = self.session.server_info();
+        let window = self.policy.config().window;
+        let stderr_lines = self.tail.lock().map(|t| t.total()).unwrap_or(0);
+        Status {
+            name: self.name.clone(),
+            mcpvisor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            mcpvisor_pid: std::process::id(),
+            command: std::iter::once(&self.cfg.spec.program)
+                .chain(&self.cfg.spec.args)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect(),
+            state,
+            child,
+            restarts: status::Restarts {
+                in_window: self.policy.restarts_in_window(now),
+                window_secs: window.as_secs(),
+                limit: self.policy.config().max_restarts,
+                total: self.metrics.restarts,
+                oldest_leaves_in_secs: self.policy.oldest_leaves(now).map(|d| d.as_secs_f64()),
+            },
+            last_exit,
+            next_restart_in_secs,
+            in_flight: self.client_reqs.awaiting_child(),
+            queued: self.queue.len(),
+            last_ping_ms: self.liveness.last_latency.map(|d| d.as_secs_f64() * 1000.0),
+            messages_to_server: self.metrics.messages_to_server,
+            messages_to_client: self.metrics.messages_to_client,
+            diverted_stdout_lines: self.metrics.diverted_stdout_lines,
+            stderr_lines,
+            protocol: status::Protocol {
+                era: self.session.era().as_str().to_owned(),
+                version: self.session.protocol_version(),
+                server_name,
+                server_version,
+            },
+            stderr_tail: if state == status::State::Ready { Vec::new() } else { tail_lines(&self.tail, 10) },
+        }
+    }
+
     // ----- shutdown and restart requests --------------------------------------------------
 
     fn begin_shutdown(&mut self, why: &str) {
@@ -1266,6 +1420,13 @@ enum Refusal {
 async fn next_frame(reader: &mut Option<FramedReader<pipe::Receiver>>) -> io::Result<Option<Frame>> {
     match reader {
         Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn recv_control(control: &mut Option<Control>) -> Option<ControlCall> {
+    match control {
+        Some(c) => c.calls.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -78,6 +78,8 @@ pub struct Visor {
     backlog: VecDeque<Value>,
     pub dir: tempfile::TempDir,
     pub log_path: PathBuf,
+    /// Where the control socket lives (`MCPVISOR_RUNTIME_DIR`).
+    pub runtime_dir: PathBuf,
     /// Every stdout line, raw, for hygiene checks.
     pub stdout_seen: Vec<String>,
 }
@@ -86,6 +88,7 @@ pub struct VisorBuilder {
     args: Vec<String>,
     command: Vec<String>,
     stdin_null: bool,
+    runtime_dir: Option<PathBuf>,
 }
 
 impl VisorBuilder {
@@ -99,6 +102,12 @@ impl VisorBuilder {
         self
     }
 
+    /// Shares a control socket directory (default: one of its own per instance).
+    pub fn runtime_dir(mut self, dir: &Path) -> Self {
+        self.runtime_dir = Some(dir.to_owned());
+        self
+    }
+
     pub fn spawn(self) -> Visor {
         self.spawn_with_env(&[])
     }
@@ -106,9 +115,11 @@ impl VisorBuilder {
     pub fn spawn_with_env(self, env: &[(&str, &str)]) -> Visor {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("mcpvisor.log");
+        let runtime_dir = self.runtime_dir.clone().unwrap_or_else(|| dir.path().join("run"));
         let mut cmd = Command::new(mcpvisor_bin());
         cmd.arg("run").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
         cmd.args(&self.args).arg("--").args(&self.command);
+        cmd.env("MCPVISOR_RUNTIME_DIR", &runtime_dir);
         cmd.envs(env.iter().copied());
         cmd.stdin(if self.stdin_null { Stdio::null() } else { Stdio::piped() })
             .stdout(Stdio::piped())
@@ -126,7 +137,7 @@ impl VisorBuilder {
             }
         });
         let stdin = child.stdin.take();
-        Visor { child, stdin, lines, backlog: VecDeque::new(), dir, log_path, stdout_seen: Vec::new() }
+        Visor { child, stdin, lines, backlog: VecDeque::new(), dir, log_path, runtime_dir, stdout_seen: Vec::new() }
     }
 }
 
@@ -135,11 +146,16 @@ impl Visor {
     pub fn test_server<S: Into<String>>(server_args: impl IntoIterator<Item = S>) -> VisorBuilder {
         let mut command = vec![test_server_bin().display().to_string()];
         command.extend(server_args.into_iter().map(Into::into));
-        VisorBuilder { args: Vec::new(), command, stdin_null: false }
+        VisorBuilder { args: Vec::new(), command, stdin_null: false, runtime_dir: None }
     }
 
     pub fn command<S: Into<String>>(command: impl IntoIterator<Item = S>) -> VisorBuilder {
-        VisorBuilder { args: Vec::new(), command: command.into_iter().map(Into::into).collect(), stdin_null: false }
+        VisorBuilder {
+            args: Vec::new(),
+            command: command.into_iter().map(Into::into).collect(),
+            stdin_null: false,
+            runtime_dir: None,
+        }
     }
 
     pub fn pid(&self) -> i32 {
@@ -291,6 +307,16 @@ impl Visor {
         }
     }
 
+    /// Runs `mcpvisor ARGS` against this instance's socket directory.
+    pub fn ctl(&self, args: &[&str]) -> std::process::Output {
+        ctl(&self.runtime_dir, args)
+    }
+
+    /// Waits until the control socket answers.
+    pub fn wait_control(&self) {
+        wait_for("control socket", TIMEOUT, || self.ctl(&["status"]).status.code().filter(|c| *c != 3));
+    }
+
     pub fn stderr_text(&mut self) -> String {
         let mut s = String::new();
         if let Some(mut e) = self.child.stderr.take() {
@@ -309,6 +335,23 @@ impl Drop for Visor {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Runs `mcpvisor ARGS` with `MCPVISOR_RUNTIME_DIR=dir`.
+pub fn ctl(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(mcpvisor_bin())
+        .args(args)
+        .env("MCPVISOR_RUNTIME_DIR", dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run mcpvisor")
+}
+
+/// `mcpvisor status NAME --json`, parsed.
+pub fn status_json(dir: &Path, name: &str) -> (Option<i32>, Value) {
+    let out = ctl(dir, &["status", name, "--json"]);
+    let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code(), v)
 }
 
 pub fn temp_path(dir: &Path, name: &str) -> String {
