@@ -19,6 +19,7 @@ pub mod instance;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod policy;
 pub mod session;
 pub mod signals;

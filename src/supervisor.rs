@@ -39,6 +39,7 @@ use crate::framing::{Frame, FramedReader};
 use crate::inflight::{self, ClientRequest, ClientTable, OwnIds, OwnPurpose, ServerRequest};
 use crate::jsonrpc::{self, Envelope, Id, Kind, Message, Params, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::policy::{Decision, RestartPolicy};
 use crate::session::Session;
 use crate::signals::{SignalEvent, Signals};
@@ -228,6 +229,8 @@ pub struct Supervisor {
     last_end: Option<(Instant, &'static str)>,
     name: String,
     control: Option<Control>,
+    notifier: Notifier,
+    next_watchdog: Option<Instant>,
 }
 
 impl Supervisor {
@@ -276,6 +279,8 @@ impl Supervisor {
             last_end: None,
             name: String::new(),
             control: None,
+            notifier: Notifier::from_env(),
+            next_watchdog: None,
             cfg,
         };
         let child = sup.spawn_child()?;
@@ -288,6 +293,7 @@ impl Supervisor {
     pub fn with_control(mut self, name: String, control: Option<Control>) -> Supervisor {
         self.name = name;
         self.control = control;
+        self.next_watchdog = self.notifier.watchdog_interval().map(|_| Instant::now());
         self
     }
 
@@ -384,6 +390,7 @@ impl Supervisor {
     /// Moves the state machine along after any event: finishes stops, drains, restarts.
     fn advance(&mut self) {
         let now = Instant::now();
+        self.report_to_systemd();
         if let ChildState::Stopping { exit: Some(_), drain_until, .. } = &self.state {
             if self.child_out.is_none() || drain_until.is_some_and(|d| now >= d) || self.forced {
                 self.finish_stop();
@@ -404,6 +411,29 @@ impl Supervisor {
         }
     }
 
+    /// READY/STATUS for systemd; cheap when not under systemd.
+    fn report_to_systemd(&mut self) {
+        if !self.notifier.enabled() {
+            return;
+        }
+        let status = self.status();
+        if status.state == status::State::Ready {
+            self.notifier.ready();
+        }
+        if status.state == status::State::Draining {
+            self.notifier.stopping();
+        }
+        let pid = status.child.as_ref().map_or_else(|| "-".to_owned(), |c| c.pid.to_string());
+        let line = format!(
+            "{}: server pid {pid}, {} restarts in the last {}, {} in flight",
+            status.state.as_str(),
+            status.restarts.in_window,
+            fmt_duration(self.policy.config().window),
+            status.in_flight
+        );
+        self.notifier.status(&line);
+    }
+
     fn next_deadline(&self) -> Option<Instant> {
         let state = match &self.state {
             ChildState::Up { phase: Phase::Rebuilding { deadline, .. }, .. } => Some(*deadline),
@@ -422,6 +452,7 @@ impl Supervisor {
             drain,
             self.restart.as_ref().map(|r| r.deadline),
             self.stdout_closed_deadline,
+            self.next_watchdog,
         ]
         .into_iter()
         .flatten()
@@ -429,6 +460,15 @@ impl Supervisor {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        if let (Some(at), Some(every)) = (self.next_watchdog, self.notifier.watchdog_interval()) {
+            if now >= at {
+                // A Failed server withholds the ping, so that systemd's WatchdogSec= acts.
+                if !matches!(self.state, ChildState::Failed { .. }) {
+                    self.notifier.watchdog();
+                }
+                self.next_watchdog = Some(now + every);
+            }
+        }
         for (id, req) in self.client_reqs.take_expired(now) {
             let after = self.cfg.request_timeout.unwrap_or_default();
             tracing::warn!(%id, method = &*req.method, "request timed out after {}", fmt_duration(after));
