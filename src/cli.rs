@@ -56,6 +56,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub control_socket: Option<PathBuf>,
 
+    /// Serve /metrics, /healthz and /readyz over HTTP on this address (a bare port binds
+    /// 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = crate::http::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
     /// Working directory for the server.
     #[arg(long, value_name = "DIR")]
     pub cwd: Option<PathBuf>,

@@ -86,15 +86,21 @@ pub struct ControlCall {
     pub reply: oneshot::Sender<Response>,
 }
 
-/// The control socket and the channel its requests arrive on, as the supervisor holds them.
+/// Where control requests come from (the socket and the HTTP endpoint), as the supervisor holds
+/// them: the servers stay alive as long as this does.
 pub struct Control {
-    pub server: ControlServer,
     pub calls: mpsc::Receiver<ControlCall>,
+    pub socket: Option<ControlServer>,
+    pub http: Option<crate::http::HttpServer>,
 }
 
 /// Names this instance and opens its control socket. Never fatal: without a socket mcpvisor
 /// still relays and supervises, so a problem here is logged and the name is still returned.
-pub fn open(wanted: &str, explicit_path: Option<&Path>) -> (String, Option<Control>) {
+pub fn open(
+    wanted: &str,
+    explicit_path: Option<&Path>,
+    calls: mpsc::Sender<ControlCall>,
+) -> (String, Option<ControlServer>) {
     let claimed = match explicit_path {
         Some(path) if crate::instance::is_live(path) => {
             tracing::warn!(path = %path.display(), "another instance answers on this control socket; running without one");
@@ -124,11 +130,10 @@ pub fn open(wanted: &str, explicit_path: Option<&Path>) -> (String, Option<Contr
     if name != wanted {
         tracing::warn!("an instance named {wanted} is already running; this one is {name}");
     }
-    let (tx, calls) = mpsc::channel(16);
-    match ControlServer::bind(&path, tx) {
+    match ControlServer::bind(&path, calls) {
         Ok(server) => {
             tracing::info!(name, socket = %path.display(), "control socket ready");
-            (name, Some(Control { server, calls }))
+            (name, Some(server))
         }
         Err(e) => {
             tracing::warn!(socket = %path.display(), "cannot open the control socket: {e}");

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod framing;
+pub mod http;
 pub mod inflight;
 pub mod instance;
 pub mod jsonrpc;

@@ -9,7 +9,7 @@ use clap::Parser;
 use mcpvisor::cli::{Cli, Command, RunArgs};
 use mcpvisor::commands;
 use mcpvisor::config::RunConfig;
-use mcpvisor::control::Command as ControlCommand;
+use mcpvisor::control::{Command as ControlCommand, Control};
 use mcpvisor::supervisor::{exit_code, Supervisor};
 
 fn main() -> ExitCode {
@@ -92,8 +92,22 @@ fn run(args: RunArgs) -> u8 {
         };
         match Supervisor::start(config, input, output) {
             Ok(sup) => {
-                let (name, control) = mcpvisor::control::open(&wanted, args.control_socket.as_deref());
-                sup.with_control(name, control).run().await
+                let (tx, calls) = tokio::sync::mpsc::channel(16);
+                let (name, socket) = mcpvisor::control::open(&wanted, args.control_socket.as_deref(), tx.clone());
+                let http = match args.metrics_addr {
+                    Some(addr) => match mcpvisor::http::HttpServer::bind(addr, tx).await {
+                        Ok(server) => {
+                            tracing::info!(addr = %server.addr, "metrics endpoint ready");
+                            Some(server)
+                        }
+                        Err(e) => {
+                            tracing::warn!(%addr, "cannot serve metrics: {e}");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                sup.with_control(name, Some(Control { calls, socket, http })).run().await
             }
             Err(e) => {
                 // With logs on stderr the message below is the log; a log file gets it too.

@@ -237,3 +237,44 @@ fn another_uid_is_refused() {
     v.wait_log("control connection from another user refused");
     assert!(v.request(1, "echo", json!({}))["result"].is_object());
 }
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
+}
+
+#[test]
+fn http_metrics_healthz_and_readyz() {
+    let mut v = Visor::test_server(Vec::<String>::new())
+        .args(["--name", "h", "--metrics-addr", "127.0.0.1:0", "--backoff-initial", "30s"])
+        .spawn();
+    v.initialize();
+    let log = v.wait_log("metrics endpoint ready");
+    let addr = log.split("metrics endpoint ready addr=").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert!(body.contains(r#"mcpvisor_child_up{name="h"} 1"#), "{body}");
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    assert_eq!(http_get(&addr, "/nope").0, 404);
+    v.request(1, "crash", json!({}));
+    wait_for("readyz to report backoff", TIMEOUT, || {
+        let (code, body) = http_get(&addr, "/readyz");
+        (code == 503 && body.trim() == "backoff").then_some(())
+    });
+    assert_eq!(http_get(&addr, "/healthz").0, 200, "the process is alive even when the server is not");
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_usage_error() {
+    let out = ctl(std::path::Path::new("/nonexistent"), &["run", "--metrics-addr", "nonsense", "--", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+}
