@@ -42,6 +42,14 @@ pub enum Command {
     },
     /// Print Prometheus metrics of one instance, or of all.
     Metrics { name: Option<String> },
+    /// Print a shell completion script (e.g. `mcpvisor completions bash > /etc/bash_completion.d/mcpvisor`).
+    Completions { shell: clap_complete::Shell },
+    /// Print a man page (roff): `mcpvisor man > mcpvisor.1`, `mcpvisor man run > mcpvisor-run.1`.
+    #[command(hide = true)]
+    Man {
+        /// The subcommand whose page to print.
+        subcommand: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

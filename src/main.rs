@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 
 use mcpvisor::cli::{Cli, Command, RunArgs};
 use mcpvisor::commands;
@@ -24,8 +24,36 @@ fn main() -> ExitCode {
         Command::Stop { name } => commands::simple(&name, ControlCommand::Stop),
         Command::Logs { name, lines } => commands::logs(&name, lines),
         Command::Metrics { name } => commands::metrics(name.as_deref()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "mcpvisor", &mut std::io::stdout());
+            0
+        }
+        Command::Man { subcommand } => man_page(subcommand.as_deref()),
     };
     ExitCode::from(code)
+}
+
+/// Renders the top-level page or a subcommand's (named `mcpvisor-SUB`).
+fn man_page(subcommand: Option<&str>) -> u8 {
+    let top = Cli::command();
+    let cmd = match subcommand {
+        None => top,
+        Some(sub) => match top.find_subcommand(sub) {
+            Some(c) => c.clone().name(format!("mcpvisor-{sub}")).version(env!("CARGO_PKG_VERSION")),
+            None => {
+                eprintln!("mcpvisor: no subcommand `{sub}`; see `mcpvisor --help`");
+                return exit_code::USAGE;
+            }
+        },
+    };
+    match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+        Ok(()) => 0,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => 0,
+        Err(e) => {
+            eprintln!("mcpvisor: {e}");
+            exit_code::INTERNAL
+        }
+    }
 }
 
 /// Help and version go to stdout as usual; errors become one line on stderr and status 2.

@@ -256,3 +256,18 @@ fn a_flood_of_stderr_does_not_stall_the_relay() {
     }
     v.response(&json!("flood"));
 }
+
+#[test]
+fn completions_and_man_pages_come_from_the_cli_definition() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = mcpvisor(&["completions", shell]);
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("mcpvisor") && text.contains("max-restarts"), "{shell} completion lacks run options");
+    }
+    let top = String::from_utf8(mcpvisor(&["man"]).stdout).unwrap();
+    assert!(top.contains(".TH mcpvisor 1") && top.contains("status"), "{top}");
+    let run = String::from_utf8(mcpvisor(&["man", "run"]).stdout).unwrap();
+    assert!(run.contains(".TH mcpvisor-run 1") && run.contains("max\\-restarts"), "{run}");
+    assert_eq!(mcpvisor(&["man", "nope"]).status.code(), Some(2));
+}
