@@ -42,6 +42,9 @@ pub enum Command {
     },
     /// Print Prometheus metrics of one instance, or of all.
     Metrics { name: Option<String> },
+    /// Bridge stdin/stdout to a Unix socket, e.g. a socket-activated mcpvisor service, so that a
+    /// stdio-only MCP client can use it as its server command.
+    Connect { socket: PathBuf },
     /// Print a shell completion script (e.g. `mcpvisor completions bash > /etc/bash_completion.d/mcpvisor`).
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff): `mcpvisor man > mcpvisor.1`, `mcpvisor man run > mcpvisor-run.1`.
