@@ -19,6 +19,7 @@ pub enum Command {
     ///
     /// Put `mcpvisor run -- COMMAND ARGS...` in your MCP client's config in place of the server
     /// command. Only protocol messages are written to stdout; logs go to stderr or --log-file.
+    #[command(args_override_self = true)]
     Run(Box<RunArgs>),
     /// Show running instances (one line each), or one instance in full.
     ///
@@ -57,6 +58,10 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Read options (and the server command) from a TOML file; command-line options override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Instance name for `mcpvisor status` and metrics (default: derived from the server
     /// command; a suffix is added if a live instance already has it).
     #[arg(long, value_name = "NAME")]
@@ -156,7 +161,7 @@ pub struct RunArgs {
     pub drain_timeout: Duration,
 
     /// The server command and its arguments, after `--`.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    #[arg(last = true, required_unless_present = "config", value_name = "COMMAND")]
     pub command: Vec<OsString>,
 }
 

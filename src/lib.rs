@@ -12,6 +12,7 @@ pub mod child;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod connect;
 pub mod control;
 pub mod framing;

@@ -17,6 +17,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
+    let cli = match with_config_file(cli) {
+        Ok(cli) => cli,
+        Err(code) => return ExitCode::from(code),
+    };
     let code = match cli.command {
         Command::Run(args) => run(*args),
         Command::Status { name, json } => commands::status(name.as_deref(), json),
@@ -32,6 +36,22 @@ fn main() -> ExitCode {
         Command::Man { subcommand } => man_page(subcommand.as_deref()),
     };
     ExitCode::from(code)
+}
+
+/// Re-reads `run`'s arguments with the `--config` file's options in front of them.
+fn with_config_file(cli: Cli) -> Result<Cli, u8> {
+    let Command::Run(args) = &cli.command else { return Ok(cli) };
+    let Some(path) = &args.config else { return Ok(cli) };
+    let (flags, command) = mcpvisor::config_file::flags_from_file(path).map_err(|e| {
+        eprintln!("mcpvisor: {e}");
+        exit_code::USAGE
+    })?;
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let merged = mcpvisor::config_file::merge(&raw, flags, command);
+    Cli::try_parse_from(merged).map_err(|e| {
+        let _ = usage_error(e);
+        exit_code::USAGE
+    })
 }
 
 /// Renders the top-level page or a subcommand's (named `mcpvisor-SUB`).

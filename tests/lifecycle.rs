@@ -271,3 +271,33 @@ fn completions_and_man_pages_come_from_the_cli_definition() {
     assert!(run.contains(".TH mcpvisor-run 1") && run.contains("max\\-restarts"), "{run}");
     assert_eq!(mcpvisor(&["man", "nope"]).status.code(), Some(2));
 }
+
+#[test]
+fn a_config_file_configures_run_and_the_command_line_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_rec_dir, rec) = record_file();
+    let cfg = dir.path().join("mcpvisor.toml");
+    let server = test_server_bin().display().to_string();
+    std::fs::write(
+        &cfg,
+        format!("command = [{server:?}, \"--record\", {rec:?}]\nname = \"from-file\"\nmax-restarts = 0\n[env]\nFROM_FILE = \"1\"\n"),
+    )
+    .unwrap();
+    // No command after `--`: the file's is used. --max-restarts on the command line wins over 0.
+    let mut v = Visor::command(Vec::<String>::new())
+        .args(["--config", cfg.to_str().unwrap(), "--max-restarts", "5", "--backoff-initial", "10ms"])
+        .spawn_without_command();
+    v.initialize();
+    v.wait_log("control socket ready");
+    assert!(v.log().contains("name=\"from-file\""), "{}", v.log());
+    v.request(1, "crash", json!({}));
+    // With the file's max-restarts = 0 this would have failed the server.
+    assert!(v.request(2, "echo", json!({}))["result"].is_object());
+
+    std::fs::write(&cfg, "command = [\"x\"]\nmax-restarts = \"many\"\n").unwrap();
+    let out = mcpvisor(&["run", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("mcpvisor.toml:2: `max-restarts`"), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+}

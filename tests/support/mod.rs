@@ -112,13 +112,22 @@ impl VisorBuilder {
         self.spawn_with_env(&[])
     }
 
+    /// Spawns without `--` (the command comes from `--config`).
+    pub fn spawn_without_command(mut self) -> Visor {
+        self.command.clear();
+        self.spawn_with_env(&[])
+    }
+
     pub fn spawn_with_env(self, env: &[(&str, &str)]) -> Visor {
         let dir = tempfile::tempdir().expect("tempdir");
         let log_path = dir.path().join("mcpvisor.log");
         let runtime_dir = self.runtime_dir.clone().unwrap_or_else(|| dir.path().join("run"));
         let mut cmd = Command::new(mcpvisor_bin());
         cmd.arg("run").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
-        cmd.args(&self.args).arg("--").args(&self.command);
+        cmd.args(&self.args);
+        if !self.command.is_empty() {
+            cmd.arg("--").args(&self.command);
+        }
         cmd.env("MCPVISOR_RUNTIME_DIR", &runtime_dir);
         cmd.envs(env.iter().copied());
         cmd.stdin(if self.stdin_null { Stdio::null() } else { Stdio::piped() })
