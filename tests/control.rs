@@ -278,3 +278,21 @@ fn a_bad_metrics_address_is_a_usage_error() {
     let out = ctl(std::path::Path::new("/nonexistent"), &["run", "--metrics-addr", "nonsense", "--", "x"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn a_slow_control_client_is_cut_off_without_blocking_anything() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--name", "slow"]).spawn();
+    v.initialize();
+    v.wait_control();
+    let sock = v.runtime_dir.join("slow.sock");
+    let mut idle = UnixStream::connect(&sock).unwrap();
+    idle.write_all(b"{\"v\":1,").unwrap(); // and then nothing more
+                                           // Meanwhile the relay and other control clients are served.
+    assert!(v.request(1, "echo", json!({}))["result"].is_object());
+    assert_eq!(raw_request(&sock, b"{\"v\":1,\"cmd\":\"status\"}\n")["ok"], json!(true));
+    idle.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut line = String::new();
+    BufReader::new(&idle).read_line(&mut line).unwrap();
+    let r: Value = serde_json::from_str(&line).unwrap();
+    assert!(r["error"].as_str().unwrap().contains("no complete request"), "{r}");
+}
