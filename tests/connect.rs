@@ -61,10 +61,7 @@ fn a_stdio_client_uses_a_socket_activated_server_through_connect() {
     let init = call(json!({"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}));
     assert_eq!(init["result"]["serverInfo"]["name"], json!("test-server"));
     call(json!({"jsonrpc":"2.0","method":"notifications/initialized"}));
-    let pid: i32 = wait_for("server pid", TIMEOUT, || {
-        let text = std::fs::read_to_string(&log).ok()?;
-        text.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok()
-    });
+    let pid = wait_for("server pid", TIMEOUT, || pids_in_log(&std::fs::read_to_string(&log).ok()?).first().copied());
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).unwrap();
     // tools/list is safe to repeat, so it succeeds whether it races the crash or follows it.
     let r = call(json!({"jsonrpc":"2.0","id":2,"method":"tools/list"}));

@@ -59,11 +59,7 @@ fn run_client(peer: Peer, server: &[String]) {
     );
     println!("{}", String::from_utf8_lossy(&out.stdout));
     // The client closed the session: no generation of the server may survive.
-    let pids: Vec<i32> = log_text
-        .lines()
-        .filter(|l| l.contains("server started"))
-        .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
-        .collect();
+    let pids = pids_in_log(&log_text);
     assert_eq!(pids.len(), 2, "{log_text}");
     for pid in pids {
         wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));

@@ -231,7 +231,7 @@ fn a_client_that_stops_reading_is_gone_and_everything_stops() {
     assert_eq!(status.code(), Some(0));
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("client stopped reading"), "{text}");
-    let pid: i32 = text.split("pid=").nth(1).unwrap().split_whitespace().next().unwrap().parse().unwrap();
+    let pid = pids_in_log(&text)[0];
     wait_for("server stopped", TIMEOUT, || group_members(pid).is_empty().then_some(()));
 }
 

@@ -286,11 +286,7 @@ impl Visor {
 
     /// Pids of every server generation started so far, from the log.
     pub fn server_pids(&self) -> Vec<i32> {
-        self.log()
-            .lines()
-            .filter(|l| l.contains("server started"))
-            .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
-            .collect()
+        pids_in_log(&self.log())
     }
 
     /// Waits until `n` server generations have started; returns the newest pid.
@@ -344,6 +340,14 @@ impl Drop for Visor {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
+}
+
+/// Pids of the server generations an mcpvisor log reports starting, in order.
+pub fn pids_in_log(log: &str) -> Vec<i32> {
+    log.lines()
+        .filter(|l| l.contains("server started"))
+        .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect()
 }
 
 /// Runs `mcpvisor ARGS` with `MCPVISOR_RUNTIME_DIR=dir`.
