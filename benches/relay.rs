@@ -1,0 +1,338 @@
+//! Relay benchmark: `cargo bench --bench relay` (add `-- --quick` for a smoke run).
+//!
+//! Drives a fast echo MCP server through the real protocol (initialize, then requests) three ways,
+//! interleaved round by round: **direct** (pipes to the server), **mcpvisor** (`mcpvisor run --
+//! server`) and, when `socat` is installed, **socat** (`socat - EXEC:server`) as the dumb-relay
+//! reference. Reports medians over the rounds as an aligned table with ratios to direct, and
+//! writes the same numbers as JSON to `target/bench-relay.json`.
+//!
+//! The bench binary is its own echo server: run with `MCPVISOR_BENCH_ECHO=1` it answers every
+//! request line with `{"jsonrpc":"2.0","id":ID,"result":{"echo":PARAMS}}`. The client side writes
+//! and reads on separate threads, so large messages cannot deadlock and the client is not the
+//! bottleneck.
+
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::value::RawValue;
+
+const ECHO_ENV: &str = "MCPVISOR_BENCH_ECHO";
+
+fn main() {
+    if std::env::var_os(ECHO_ENV).is_some() {
+        echo_server();
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("MCPVISOR_BENCH_QUICK").is_some();
+    let cfg = if quick { Config::quick() } else { Config::full() };
+    let socat = which("socat");
+    let mut kinds = vec![Kind::Direct, Kind::Mcpvisor];
+    if socat {
+        kinds.push(Kind::Socat);
+    } else {
+        eprintln!("socat not installed: skipping the dumb-relay reference");
+    }
+    let mut results: Vec<Vec<Figures>> = vec![Vec::new(); kinds.len()];
+    // Warm-up round, not counted.
+    for k in &kinds {
+        run_round(*k, &Config::quick());
+    }
+    for round in 0..cfg.rounds {
+        for (i, k) in kinds.iter().enumerate() {
+            let f = run_round(*k, &cfg);
+            eprintln!("round {round} {:>8}: rtt p50 {:.1}us", k.name(), f.rtt_p50_us);
+            results[i].push(f);
+        }
+    }
+    let medians: Vec<Figures> = results.iter().map(|r| Figures::median(r)).collect();
+    print_table(&kinds, &medians);
+    let json = serde_json::json!({
+        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "rounds": cfg.rounds,
+        "results": kinds.iter().zip(&medians).map(|(k, f)| (k.name().to_owned(), f.to_json())).collect::<serde_json::Map<_, _>>(),
+    });
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-relay.json");
+    match std::fs::write(&path, serde_json::to_string_pretty(&json).unwrap_or_default()) {
+        Ok(()) => println!("\nJSON: {}", path.display()),
+        Err(e) => eprintln!("cannot write {}: {e}", path.display()),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Direct,
+    Mcpvisor,
+    Socat,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Mcpvisor => "mcpvisor",
+            Kind::Socat => "socat",
+        }
+    }
+}
+
+struct Config {
+    rounds: usize,
+    rtt_requests: usize,
+    pipelined_requests: usize,
+    big_requests: usize,
+}
+
+impl Config {
+    fn full() -> Config {
+        Config { rounds: 5, rtt_requests: 2000, pipelined_requests: 20000, big_requests: 40 }
+    }
+    fn quick() -> Config {
+        Config { rounds: 1, rtt_requests: 200, pipelined_requests: 2000, big_requests: 4 }
+    }
+}
+
+#[derive(Clone, Default)]
+struct Figures {
+    rtt_p50_us: f64,
+    rtt_p99_us: f64,
+    pipelined_per_sec: f64,
+    big_mb_per_sec: f64,
+    /// mcpvisor only: peak RSS during the run and RSS when idle with one child.
+    peak_rss_kib: Option<u64>,
+    idle_rss_kib: Option<u64>,
+}
+
+impl Figures {
+    fn median(rounds: &[Figures]) -> Figures {
+        let med = |f: &dyn Fn(&Figures) -> f64| {
+            let mut v: Vec<f64> = rounds.iter().map(f).collect();
+            v.sort_by(|a, b| a.total_cmp(b));
+            v[v.len() / 2]
+        };
+        let med_opt = |f: &dyn Fn(&Figures) -> Option<u64>| {
+            let mut v: Vec<u64> = rounds.iter().filter_map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied()
+        };
+        Figures {
+            rtt_p50_us: med(&|f| f.rtt_p50_us),
+            rtt_p99_us: med(&|f| f.rtt_p99_us),
+            pipelined_per_sec: med(&|f| f.pipelined_per_sec),
+            big_mb_per_sec: med(&|f| f.big_mb_per_sec),
+            peak_rss_kib: med_opt(&|f| f.peak_rss_kib),
+            idle_rss_kib: med_opt(&|f| f.idle_rss_kib),
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "rtt_p50_us": self.rtt_p50_us, "rtt_p99_us": self.rtt_p99_us,
+            "pipelined_requests_per_sec": self.pipelined_per_sec, "mib_messages_mb_per_sec": self.big_mb_per_sec,
+            "peak_rss_kib": self.peak_rss_kib, "idle_rss_kib": self.idle_rss_kib,
+        })
+    }
+}
+
+fn print_table(kinds: &[Kind], m: &[Figures]) {
+    let direct = &m[0];
+    println!("\n{:<28}{}", "figure (median)", kinds.iter().map(|k| format!("{:>22}", k.name())).collect::<String>());
+    let row = |label: &str, get: &dyn Fn(&Figures) -> f64, unit: &str| {
+        let cells: String = m
+            .iter()
+            .map(|f| {
+                let v = get(f);
+                let ratio = v / get(direct);
+                format!("{:>22}", format!("{v:.1}{unit} ({ratio:.2}x)"))
+            })
+            .collect();
+        println!("{label:<28}{cells}");
+    };
+    row("rtt p50", &|f| f.rtt_p50_us, "us");
+    row("rtt p99", &|f| f.rtt_p99_us, "us");
+    row("pipelined small req/s", &|f| f.pipelined_per_sec, "");
+    row("1 MiB messages MB/s", &|f| f.big_mb_per_sec, "");
+    for (k, f) in kinds.iter().zip(m) {
+        if let (Some(peak), Some(idle)) = (f.peak_rss_kib, f.idle_rss_kib) {
+            println!("{} RSS: idle {:.1} MiB, peak {:.1} MiB", k.name(), idle as f64 / 1024.0, peak as f64 / 1024.0);
+        }
+    }
+}
+
+/// A running setup: the client's ends of the pipes and the process(es).
+struct Setup {
+    child: Child,
+    stdin: mpsc::Sender<Vec<u8>>,
+    lines: mpsc::Receiver<usize>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+fn spawn(kind: Kind) -> Setup {
+    let me = std::env::current_exe().expect("bench exe");
+    let mut cmd = match kind {
+        Kind::Direct => Command::new(&me),
+        Kind::Mcpvisor => {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_mcpvisor"));
+            c.args(["run", "--ping-interval", "0", "--log-level", "warn", "--"]).arg(&me);
+            c
+        }
+        Kind::Socat => {
+            let mut c = Command::new("socat");
+            c.arg("-").arg(format!("EXEC:{}", me.display()));
+            c
+        }
+    };
+    cmd.env(ECHO_ENV, "1")
+        .env("MCPVISOR_RUNTIME_DIR", std::env::temp_dir().join("mcpvisor-bench"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let _ = std::fs::create_dir_all(std::env::temp_dir().join("mcpvisor-bench"));
+    let mut child = cmd.spawn().expect("spawn");
+    let stdin: ChildStdin = child.stdin.take().expect("stdin");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel::<Vec<u8>>();
+    let writer = std::thread::spawn(move || {
+        let mut w = BufWriter::with_capacity(1 << 16, stdin);
+        while let Ok(first) = rx.recv() {
+            // Write everything queued, then flush once, so pipelined sends batch.
+            let mut ok = w.write_all(&first).is_ok();
+            while let (true, Ok(more)) = (ok, rx.try_recv()) {
+                ok = w.write_all(&more).is_ok();
+            }
+            if !ok || w.flush().is_err() {
+                break;
+            }
+        }
+    });
+    let (ltx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut r = BufReader::with_capacity(1 << 16, stdout);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
+            if ltx.send(line.len()).is_err() {
+                break;
+            }
+            line.clear();
+        }
+    });
+    Setup { child, stdin: tx, lines, writer: Some(writer) }
+}
+
+impl Setup {
+    fn send(&self, line: String) {
+        let _ = self.stdin.send(line.into_bytes());
+    }
+
+    fn recv(&self) -> usize {
+        self.lines.recv_timeout(Duration::from_secs(60)).expect("response")
+    }
+
+    fn close(mut self) {
+        drop(std::mem::replace(&mut self.stdin, mpsc::channel().0));
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn rss(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn run_round(kind: Kind, cfg: &Config) -> Figures {
+    let s = spawn(kind);
+    s.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#.to_owned() + "\n");
+    s.recv();
+    s.send("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n".to_owned());
+    let idle_rss_kib = (kind == Kind::Mcpvisor).then(|| rss(s.child.id(), "VmRSS:")).flatten();
+
+    let mut lat = Vec::with_capacity(cfg.rtt_requests);
+    for i in 0..cfg.rtt_requests {
+        let t = Instant::now();
+        s.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"x\":\"abcdefgh\"}}}}}}\n", i + 1));
+        s.recv();
+        lat.push(t.elapsed());
+    }
+    lat.sort();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
+
+    let t = Instant::now();
+    for i in 0..cfg.pipelined_requests {
+        s.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"x\":\"abcdefgh\"}}}}}}\n", 1_000_000 + i));
+    }
+    for _ in 0..cfg.pipelined_requests {
+        s.recv();
+    }
+    let pipelined_per_sec = cfg.pipelined_requests as f64 / t.elapsed().as_secs_f64();
+
+    let payload = "y".repeat(1 << 20);
+    let t = Instant::now();
+    let mut bytes = 0usize;
+    for i in 0..cfg.big_requests {
+        let line = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"data\":\"{payload}\"}}}}\n",
+            2_000_000 + i
+        );
+        bytes += line.len();
+        s.send(line);
+    }
+    for _ in 0..cfg.big_requests {
+        bytes += s.recv();
+    }
+    let big_mb_per_sec = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+    let peak_rss_kib = (kind == Kind::Mcpvisor).then(|| rss(s.child.id(), "VmHWM:")).flatten();
+    s.close();
+    Figures {
+        rtt_p50_us: pct(0.5),
+        rtt_p99_us: pct(0.99),
+        pipelined_per_sec,
+        big_mb_per_sec,
+        peak_rss_kib,
+        idle_rss_kib,
+    }
+}
+
+/// The echo server: answers each request with its params, as fast as a line-oriented server can.
+fn echo_server() {
+    #[derive(serde::Deserialize)]
+    struct Req<'a> {
+        #[serde(borrow)]
+        id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        params: Option<&'a RawValue>,
+    }
+    let stdin = std::io::stdin();
+    let mut input = BufReader::with_capacity(1 << 16, stdin.lock());
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let Ok(req) = serde_json::from_slice::<Req<'_>>(&line) else { continue };
+        let Some(id) = req.id else { continue };
+        let params = req.params.map_or("null", |p| p.get());
+        let _ = writeln!(out, "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"echo\":{params}}}}}", id.get());
+        if input.buffer().is_empty() && out.flush().is_err() {
+            break;
+        }
+    }
+    let _ = out.flush();
+}
+
+fn which(cmd: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
