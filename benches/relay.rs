@@ -12,6 +12,7 @@
 //! bottleneck.
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
@@ -189,7 +190,8 @@ fn spawn(kind: Kind) -> Setup {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    let _ = std::fs::create_dir_all(std::env::temp_dir().join("mcpvisor-bench"));
+    let rundir = std::env::temp_dir().join("mcpvisor-bench");
+    let _ = std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&rundir);
     let mut child = cmd.spawn().expect("spawn");
     let stdin: ChildStdin = child.stdin.take().expect("stdin");
     let stdout = child.stdout.take().expect("stdout");
