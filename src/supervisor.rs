@@ -818,14 +818,8 @@ impl Supervisor {
                 if let Some(diff) = self.session.compare_initialize_result(result) {
                     tracing::warn!("the restarted server differs from the one the client initialized: {diff}");
                 }
-                let mut followups = Vec::new();
-                {
-                    let own = &mut self.own;
-                    let reqs = &self.client_reqs;
-                    for line in self.session.replay_after_initialize(|| own.issue(OwnPurpose::Replay, reqs)) {
-                        followups.push(line);
-                    }
-                }
+                let (own, reqs) = (&mut self.own, &self.client_reqs);
+                let followups = self.session.replay_after_initialize(|| own.issue(OwnPurpose::Replay, reqs));
                 for line in followups {
                     self.send_to_child(line);
                 }
@@ -1131,6 +1125,8 @@ impl Supervisor {
     /// the child had sent to the client.
     fn settle_inflight(&mut self, cause: &Cause, exit: Option<ExitInfo>) {
         let mut requeue = Vec::new();
+        // The same error for every request the child took down with it.
+        let mut error: Option<(String, serde_json::Value)> = None;
         for (id, req) in self.client_reqs.take_sent() {
             let repeat =
                 inflight::always_resent(&req.method) || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
@@ -1141,7 +1137,10 @@ impl Supervisor {
                     self.client_reqs.insert(id, ClientRequest { sent: false, ..req });
                 }
                 _ => {
-                    let (msg, data) = self.crash_error(cause, exit);
+                    let (msg, data) = match &error {
+                        Some(e) => e.clone(),
+                        None => error.insert(self.crash_error(cause, exit)).clone(),
+                    };
                     self.reply_error(Some(&id), INTERNAL_ERROR, &msg, data);
                 }
             }
