@@ -37,7 +37,36 @@ pub struct LineSplitter {
     /// Bytes of `buf` already known to hold no newline.
     scanned: usize,
     /// Set while skipping the rest of an oversized line.
-    discarding: Option<(usize, Bytes)>,
+    discarding: Option<Discard>,
+}
+
+/// The part of an oversized line that is remembered while the rest is skipped.
+#[derive(Debug)]
+struct Discard {
+    /// Bytes seen so far, without the newline.
+    len: usize,
+    /// The first [`OVERSIZED_HEAD`] of them.
+    head: BytesMut,
+    /// Whether the last byte seen was `\r` (not counted if the newline follows).
+    last_cr: bool,
+}
+
+impl Discard {
+    fn take(&mut self, bytes: &[u8]) {
+        let room = OVERSIZED_HEAD - self.head.len();
+        self.head.extend_from_slice(&bytes[..room.min(bytes.len())]);
+        self.len += bytes.len();
+        if let Some(last) = bytes.last() {
+            self.last_cr = *last == b'\r';
+        }
+    }
+
+    /// The frame for the whole line: the same, wherever the reads happened to split it.
+    fn frame(mut self) -> Frame {
+        let len = self.len - usize::from(self.last_cr);
+        self.head.truncate(len);
+        Frame::Oversized { len, head: self.head.freeze() }
+    }
 }
 
 impl LineSplitter {
@@ -64,17 +93,18 @@ impl LineSplitter {
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
-            if let Some((len, head)) = self.discarding.take() {
+            if let Some(mut discard) = self.discarding.take() {
                 match memchr(b'\n', &self.buf) {
                     Some(i) => {
+                        discard.take(&self.buf[..i]);
                         let _ = self.buf.split_to(i + 1);
                         self.scanned = 0;
-                        return Some(Frame::Oversized { len: len + i, head });
+                        return Some(discard.frame());
                     }
                     None => {
-                        let len = len + self.buf.len();
+                        discard.take(&self.buf);
                         self.buf.clear();
-                        self.discarding = Some((len, head));
+                        self.discarding = Some(discard);
                         return None;
                     }
                 }
@@ -101,9 +131,11 @@ impl LineSplitter {
                 }
                 None => {
                     self.scanned = self.buf.len();
-                    if self.buf.len() > self.max {
-                        let head = Bytes::copy_from_slice(&self.buf[..OVERSIZED_HEAD.min(self.buf.len())]);
-                        self.discarding = Some((self.buf.len(), head));
+                    // One byte of slack: a `\r` that turns out to precede the newline is not counted.
+                    if self.buf.len() > self.max + 1 {
+                        let mut discard = Discard { len: 0, head: BytesMut::new(), last_cr: false };
+                        discard.take(&self.buf);
+                        self.discarding = Some(discard);
                         self.buf.clear();
                         self.scanned = 0;
                     }
@@ -115,8 +147,10 @@ impl LineSplitter {
 
     /// At end of input: the last line if it had no terminator.
     pub fn finish(&mut self) -> Option<Frame> {
-        if let Some((len, head)) = self.discarding.take() {
-            return Some(Frame::Oversized { len, head });
+        if let Some(mut discard) = self.discarding.take() {
+            discard.take(&self.buf);
+            self.buf.clear();
+            return Some(discard.frame());
         }
         self.scanned = 0;
         let mut rest = self.buf.split();
@@ -148,6 +182,11 @@ pub struct FramedReader<R> {
 impl<R: AsyncRead + Unpin> FramedReader<R> {
     pub fn new(reader: R, max: usize) -> Self {
         FramedReader { reader, splitter: LineSplitter::new(max), eof: false }
+    }
+
+    /// The next frame if one is already buffered; never reads.
+    pub fn buffered_frame(&mut self) -> Option<Frame> {
+        self.splitter.next_frame()
     }
 
     /// The next frame, or `None` at end of input. Cancel-safe.

@@ -4,12 +4,19 @@
 //! itself (liveness probes, session replay) use ids from [`OwnIds`], which carry a reserved prefix
 //! and are checked against the client's table so they can never collide with a client id.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 use bytes::Bytes;
+use smol_str::SmolStr;
 
 use crate::jsonrpc::Id;
+
+/// A map keyed by request id. Every message does a lookup, and SipHash was a visible share of the
+/// relay's time; foldhash is several times faster and still seeded per process, so ids chosen to
+/// collide (the client and server are the user's own programs anyway) cannot be precomputed.
+pub type IdMap<V> = HashMap<Id, V, foldhash::fast::RandomState>;
+pub type IdSet = HashSet<Id, foldhash::fast::RandomState>;
 
 /// Methods that read state only and can be sent to a new child after a crash.
 pub const SAFE_TO_REPEAT: &[&str] = &[
@@ -42,7 +49,7 @@ pub fn always_resent(method: &str) -> bool {
 /// A client request mcpvisor has accepted and not yet answered.
 #[derive(Debug, Clone)]
 pub struct ClientRequest {
-    pub method: Box<str>,
+    pub method: SmolStr,
     /// The request line, kept (a cheap shared reference) so it can be re-sent to a new child.
     /// `None` for members of a batch, which are never re-sent on their own.
     pub line: Option<Bytes>,
@@ -57,7 +64,7 @@ pub struct ClientRequest {
 /// Client requests in flight, with an index of their deadlines.
 #[derive(Debug, Default)]
 pub struct ClientTable {
-    map: HashMap<Id, ClientRequest>,
+    map: IdMap<ClientRequest>,
     deadlines: BTreeMap<(Instant, u64), Id>,
 }
 
@@ -147,7 +154,7 @@ impl ClientTable {
 /// A request the child sent to the client, waiting for the client's answer.
 #[derive(Debug, Clone)]
 pub struct ServerRequest {
-    pub method: Box<str>,
+    pub method: SmolStr,
 }
 
 /// Why mcpvisor sent a request of its own.
@@ -165,7 +172,7 @@ pub enum OwnPurpose {
 #[derive(Debug, Default)]
 pub struct OwnIds {
     next: u64,
-    pending: HashMap<Id, OwnPurpose>,
+    pending: IdMap<OwnPurpose>,
 }
 
 pub const OWN_ID_PREFIX: &str = "mcpvisor-";

@@ -1,15 +1,19 @@
 //! JSON-RPC envelopes: classifying a line without building a DOM of its payload.
 //!
 //! Only what routing needs is read: `jsonrpc`, `id`, `method`, and (for a few methods) fields of
-//! `params`. `params`, `result` and `error` stay borrowed raw JSON, so forwarding a message never
-//! re-serialises it and a 9 MB result costs one validating scan.
+//! `params`. The line is checked as UTF-8 and scanned once by [`json_scan`], which validates it and
+//! finds those fields; `params`, `result` and `error` stay borrowed raw JSON, so forwarding a message
+//! never re-serialises it and a 9 MB result costs one validating pass.
 
 use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::value::RawValue;
+use smol_str::SmolStr;
+
+use crate::json_scan::{self, Fields, ScanError, Top};
 
 /// Standard JSON-RPC error codes used by mcpvisor.
 pub const PARSE_ERROR: i64 = -32700;
@@ -20,26 +24,28 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
 /// A request id, compared by exact JSON value: `1` and `"1"` differ, `"a"` and `"\u0061"` do not.
+///
+/// Ids are made and dropped for every message, so they are [`SmolStr`]s: the usual short id is
+/// stored inline without allocating, and a long one is shared rather than copied when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Id {
     /// A number, keyed on its JSON text.
-    Number(Box<str>),
+    Number(SmolStr),
     /// A string, keyed on its decoded value.
-    String(Box<str>),
+    String(SmolStr),
 }
 
 impl Id {
-    /// Parses a raw JSON value as an id; `None` if it is not a string or a number.
-    pub fn from_raw(raw: &RawValue) -> Option<Id> {
-        let text = raw.get();
+    /// Reads an id from its JSON text; `None` if it is not a string or a number.
+    pub fn from_json(text: &str) -> Option<Id> {
         match text.as_bytes().first()? {
-            b'"' => serde_json::from_str::<String>(text).ok().map(|s| Id::String(s.into())),
-            b'-' | b'0'..=b'9' => Some(Id::Number(text.into())),
+            b'"' => json_string(text).map(Id::String),
+            b'-' | b'0'..=b'9' => Some(Id::Number(SmolStr::new(text))),
             _ => None,
         }
     }
 
-    pub fn string(s: impl Into<Box<str>>) -> Id {
+    pub fn string(s: impl Into<SmolStr>) -> Id {
         Id::String(s.into())
     }
 
@@ -56,32 +62,21 @@ impl Id {
     }
 }
 
+/// The value of a JSON string given as valid JSON text (quotes included); `None` if an escape does
+/// not decode. Without escapes that is just the text between the quotes.
+fn json_string(text: &str) -> Option<SmolStr> {
+    let inner = text.get(1..text.len().checked_sub(1)?)?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(SmolStr::from)
+    } else {
+        Some(SmolStr::new(inner))
+    }
+}
+
 impl fmt::Display for Id {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_json())
     }
-}
-
-/// Wraps a present field in `Some` even when its value is `null` (serde's default maps `null` to
-/// `None`, which would make `"id": null` look like a missing id).
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
-}
-
-#[derive(Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    jsonrpc: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    method: Option<Cow<'a, str>>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    params: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    result: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    error: Option<&'a RawValue>,
 }
 
 /// What a single JSON-RPC message is.
@@ -89,10 +84,10 @@ struct RawEnvelope<'a> {
 pub enum Kind {
     Request {
         id: Id,
-        method: String,
+        method: SmolStr,
     },
     Notification {
-        method: String,
+        method: SmolStr,
     },
     Response {
         id: Id,
@@ -105,12 +100,13 @@ pub enum Kind {
     },
 }
 
-/// A classified message, borrowing its `params` and `result` from the line.
+/// A classified message, borrowing the raw JSON text of its `params` and `result` (or `error`)
+/// from the line.
 #[derive(Debug)]
 pub struct Envelope<'a> {
     pub kind: Kind,
-    pub params: Option<&'a RawValue>,
-    pub result: Option<&'a RawValue>,
+    pub params: Option<&'a str>,
+    pub result: Option<&'a str>,
 }
 
 /// A classified line.
@@ -126,48 +122,47 @@ pub enum NotJson {
     #[error("not valid UTF-8: {0}")]
     Utf8(#[from] std::str::Utf8Error),
     #[error("not JSON: {0}")]
-    Json(#[from] serde_json::Error),
+    Json(#[from] ScanError),
 }
 
 /// Classifies one line. Fails only when the line is not UTF-8 JSON.
 pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
-    // serde skips unknown fields without checking their UTF-8, so check the whole line first.
     let line = std::str::from_utf8(line)?;
-    let first = line.bytes().find(|b| !b.is_ascii_whitespace());
-    if first == Some(b'[') {
-        let items: Vec<&RawValue> = serde_json::from_str(line)?;
-        let batch = items.into_iter().map(|raw| classify_value(raw.get())).collect();
-        return Ok(Message::Batch(batch));
-    }
-    if first != Some(b'{') {
-        // Still require valid JSON to tell "not JSON" from "JSON but not JSON-RPC".
-        serde_json::from_str::<serde::de::IgnoredAny>(line)?;
-        return Ok(Message::Single(invalid(None, "not a JSON object")));
-    }
-    let raw: RawEnvelope<'_> = serde_json::from_str(line)?;
-    Ok(Message::Single(classify(raw)))
-}
-
-fn classify_value(text: &str) -> Envelope<'_> {
-    match serde_json::from_str::<RawEnvelope<'_>>(text) {
-        Ok(raw) => classify(raw),
-        Err(_) => invalid(None, "batch member is not a JSON object"),
-    }
+    Ok(match json_scan::scan(line)? {
+        Top::Object(fields) => Message::Single(classify(fields)),
+        Top::Array(items) => Message::Batch(
+            items
+                .into_iter()
+                .map(|text| match json_scan::object_fields(text) {
+                    Some(fields) => classify(fields),
+                    None => invalid(None, "batch member is not a JSON object"),
+                })
+                .collect(),
+        ),
+        Top::Scalar => Message::Single(invalid(None, "not a JSON object")),
+    })
 }
 
 fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
     Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None }
 }
 
-fn classify(raw: RawEnvelope<'_>) -> Envelope<'_> {
-    let id = raw.id.and_then(Id::from_raw);
-    if raw.jsonrpc.map(|v| v.get()) != Some("\"2.0\"") {
+fn classify(raw: Fields<'_>) -> Envelope<'_> {
+    let id = raw.id.and_then(Id::from_json);
+    if raw.jsonrpc != Some("\"2.0\"") {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");
     }
-    let kind = match (raw.method, raw.id) {
-        (Some(method), None) => Kind::Notification { method: method.into_owned() },
+    let method = match raw.method {
+        Some(text) => match text.starts_with('"').then(|| json_string(text)).flatten() {
+            Some(method) => Some(method),
+            None => return invalid(id, "\"method\" must be a string"),
+        },
+        None => None,
+    };
+    let kind = match (method, raw.id) {
+        (Some(method), None) => Kind::Notification { method },
         (Some(method), Some(_)) => match id {
-            Some(id) => Kind::Request { id, method: method.into_owned() },
+            Some(id) => Kind::Request { id, method },
             None => return invalid(None, "request id must be a string or a number"),
         },
         (None, Some(_)) => match (id, raw.result.is_some(), raw.error.is_some()) {
@@ -204,12 +199,12 @@ pub struct Meta<'a> {
 
 impl<'a> Params<'a> {
     /// Reads the interesting fields; anything unexpected yields the empty default.
-    pub fn read(params: Option<&'a RawValue>) -> Params<'a> {
-        params.and_then(|p| serde_json::from_str(p.get()).ok()).unwrap_or_default()
+    pub fn read(params: Option<&'a str>) -> Params<'a> {
+        params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default()
     }
 
     pub fn request_id(&self) -> Option<Id> {
-        self.request_id.and_then(Id::from_raw)
+        self.request_id.and_then(|raw| Id::from_json(raw.get()))
     }
 }
 
@@ -263,7 +258,7 @@ pub fn sniff_id(head: &[u8]) -> Option<Id> {
             let value = value.trim_start();
             let mut de = serde_json::Deserializer::from_str(value).into_iter::<&RawValue>();
             if let Some(Ok(raw)) = de.next() {
-                if let Some(id) = Id::from_raw(raw) {
+                if let Some(id) = Id::from_json(raw.get()) {
                     return Some(id);
                 }
             }
@@ -315,7 +310,7 @@ mod tests {
 
     #[test]
     fn ids_compare_by_exact_json_value() {
-        let raw = |s: &str| serde_json::from_str::<&RawValue>(s).map(Id::from_raw).ok().flatten();
+        let raw = Id::from_json;
         assert_ne!(raw("1"), raw("\"1\""));
         assert_eq!(raw("\"a\""), raw("\"\\u0061\""));
         assert_eq!(raw("null"), None);

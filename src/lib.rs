@@ -19,6 +19,7 @@ pub mod framing;
 pub mod http;
 pub mod inflight;
 pub mod instance;
+pub mod json_scan;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;

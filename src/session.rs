@@ -120,20 +120,20 @@ impl Session {
         self.era == Era::Handshake && self.init_result.is_some() && self.initialize.is_some()
     }
 
-    pub fn on_client_request(&mut self, id: &Id, method: &str, params: Option<&RawValue>) {
+    pub fn on_client_request(&mut self, id: &Id, method: &str, params: Option<&str>) {
         match method {
             "initialize" => {
                 self.era = Era::Handshake;
-                self.initialize = Some((id.clone(), params.map(|p| p.get().to_owned())));
+                self.initialize = Some((id.clone(), params.map(str::to_owned)));
                 self.init_result = None;
                 self.initialized = false;
             }
-            "logging/setLevel" => self.log_level = params.map(|p| p.get().to_owned()),
+            "logging/setLevel" => self.log_level = params.map(str::to_owned),
             "resources/subscribe" => {
                 if let Some(uri) = Params::read(params).uri {
                     let uri = uri.into_owned();
                     self.subscriptions.retain(|(u, _)| *u != uri);
-                    self.subscriptions.push((uri, params.map(|p| p.get().to_owned())));
+                    self.subscriptions.push((uri, params.map(str::to_owned)));
                 }
             }
             "resources/unsubscribe" => {
@@ -141,6 +141,9 @@ impl Session {
                     self.subscriptions.retain(|(u, _)| *u != *uri);
                 }
             }
+            // A handshake-era session never switches era, so its requests (the hot path) are not
+            // scanned a second time for stateless-era metadata.
+            _ if self.era == Era::Handshake => {}
             _ => {
                 let p = Params::read(params);
                 if let Some(meta) = p.meta.filter(|m| m.protocol_version.is_some()) {
@@ -161,13 +164,13 @@ impl Session {
     }
 
     /// Records the child's successful answer to a client request.
-    pub fn on_child_result(&mut self, id: &Id, method: &str, result: Option<&RawValue>) {
+    pub fn on_child_result(&mut self, id: &Id, method: &str, result: Option<&str>) {
         match method {
             "initialize" if self.initialize.as_ref().is_some_and(|(i, _)| i == id) => {
-                self.init_result = result.map(|r| r.get().to_owned());
+                self.init_result = result.map(str::to_owned);
             }
             "server/discover" => {
-                self.discover_result = result.map(|r| r.get().to_owned());
+                self.discover_result = result.map(str::to_owned);
                 if self.era == Era::Unknown {
                     self.era = Era::Stateless;
                 }
@@ -211,9 +214,9 @@ impl Session {
     }
 
     /// Compares a new child's initialize result with the recorded one; describes any difference.
-    pub fn compare_initialize_result(&self, new: Option<&RawValue>) -> Option<String> {
+    pub fn compare_initialize_result(&self, new: Option<&str>) -> Option<String> {
         let old = parse_result(self.init_result.as_deref()?)?;
-        let new = parse_result(new?.get())?;
+        let new = parse_result(new?)?;
         let mut diffs = Vec::new();
         if old.protocol_version != new.protocol_version {
             diffs.push(format!("protocol version {:?} -> {:?}", old.protocol_version, new.protocol_version));
@@ -301,30 +304,29 @@ fn probe_meta(meta: &jsonrpc::Meta<'_>) -> String {
 mod tests {
     use super::*;
 
-    fn raw(s: &str) -> Box<RawValue> {
-        RawValue::from_string(s.to_owned()).expect("json")
+    /// Raw JSON text, as the envelope hands it over.
+    fn raw(s: &str) -> &str {
+        s
     }
 
     #[test]
     fn handshake_session_replays_initialize_then_state() {
         let mut s = Session::default();
         let id = Id::Number("1".into());
-        s.on_client_request(&id, "initialize", Some(&raw(r#"{"protocolVersion":"2025-06-18"}"#)));
+        s.on_client_request(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
         assert_eq!(s.era(), Era::Handshake);
         assert!(!s.established());
         s.on_child_result(
             &id,
             "initialize",
-            Some(&raw(
-                r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true},"prompts":{}}}"#,
-            )),
+            Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true},"prompts":{}}}"#)),
         );
         s.on_client_notification("notifications/initialized");
         assert!(s.established());
-        s.on_client_request(&Id::Number("2".into()), "logging/setLevel", Some(&raw(r#"{"level":"debug"}"#)));
-        s.on_client_request(&Id::Number("3".into()), "resources/subscribe", Some(&raw(r#"{"uri":"a://1"}"#)));
-        s.on_client_request(&Id::Number("4".into()), "resources/subscribe", Some(&raw(r#"{"uri":"a://2"}"#)));
-        s.on_client_request(&Id::Number("5".into()), "resources/unsubscribe", Some(&raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Number("2".into()), "logging/setLevel", Some(raw(r#"{"level":"debug"}"#)));
+        s.on_client_request(&Id::Number("3".into()), "resources/subscribe", Some(raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Number("4".into()), "resources/subscribe", Some(raw(r#"{"uri":"a://2"}"#)));
+        s.on_client_request(&Id::Number("5".into()), "resources/unsubscribe", Some(raw(r#"{"uri":"a://1"}"#)));
 
         let init = s.replay_initialize(&Id::string("mcpvisor-9")).expect("replay");
         assert_eq!(
@@ -350,13 +352,13 @@ mod tests {
     fn discover_probe_does_not_lock_the_era_but_a_stateless_call_does() {
         let meta = r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#;
         let mut s = Session::default();
-        s.on_client_request(&Id::Number("1".into()), "server/discover", Some(&raw(meta)));
+        s.on_client_request(&Id::Number("1".into()), "server/discover", Some(raw(meta)));
         assert_eq!(s.era(), Era::Unknown);
-        s.on_client_request(&Id::Number("2".into()), "initialize", Some(&raw("{}")));
+        s.on_client_request(&Id::Number("2".into()), "initialize", Some(raw("{}")));
         assert_eq!(s.era(), Era::Handshake);
 
         let mut s = Session::default();
-        s.on_client_request(&Id::Number("1".into()), "tools/list", Some(&raw(meta)));
+        s.on_client_request(&Id::Number("1".into()), "tools/list", Some(raw(meta)));
         assert_eq!(s.era(), Era::Stateless);
         assert!(s.established());
         let probe = s.probe(&Id::string("mcpvisor-1")).expect("probe");
@@ -378,13 +380,13 @@ mod tests {
         let mut s = Session::default();
         let id = Id::Number("1".into());
         s.on_client_request(&id, "initialize", None);
-        s.on_child_result(&id, "initialize", Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)));
+        s.on_child_result(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)));
         assert_eq!(
-            s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#))),
+            s.compare_initialize_result(Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#))),
             None
         );
         let diff =
-            s.compare_initialize_result(Some(&raw(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#)));
+            s.compare_initialize_result(Some(raw(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#)));
         assert!(diff.expect("diff").contains("protocol version"));
     }
 }

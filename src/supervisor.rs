@@ -19,24 +19,24 @@
 //! Client messages are forwarded at once when the child is Up and Ready, queued (bounded) while
 //! it restarts, and answered with an error when it is Failed or mcpvisor is shutting down.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
-use serde_json::value::RawValue;
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio::time::sleep_until;
+use tokio::time::{sleep_until, Sleep};
 
 use crate::child::{tail_lines, Child, ChildExit, ExitInfo, SharedTail, SpawnError};
 use crate::cli::OnFailure;
 use crate::config::RunConfig;
 use crate::control::{Command as ControlCommand, Control, ControlCall, Response};
 use crate::framing::{Frame, FramedReader};
-use crate::inflight::{self, ClientRequest, ClientTable, OwnIds, OwnPurpose, ServerRequest};
+use crate::inflight::{self, ClientRequest, ClientTable, IdMap, IdSet, OwnIds, OwnPurpose, ServerRequest};
 use crate::jsonrpc::{self, Envelope, Id, Kind, Message, Params, INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -53,6 +53,8 @@ const STDOUT_DRAIN: Duration = Duration::from_millis(250);
 const ERROR_STDERR_LINES: usize = 10;
 /// How much of a diverted stdout line is logged.
 const DIVERTED_LOG_BYTES: usize = 2048;
+/// How many already-buffered lines are handled in one go before other events get a turn.
+const BATCH: usize = 256;
 
 /// Exit statuses of `mcpvisor run`.
 pub mod exit_code {
@@ -209,9 +211,9 @@ pub struct Supervisor {
 
     session: Session,
     client_reqs: ClientTable,
-    server_reqs: HashMap<Id, ServerRequest>,
+    server_reqs: IdMap<ServerRequest>,
     /// Requests a dead child had sent to the client: their late answers are dropped.
-    orphaned_server_reqs: HashSet<Id>,
+    orphaned_server_reqs: IdSet,
     own: OwnIds,
     queue: VecDeque<Queued>,
     seq: u64,
@@ -230,6 +232,12 @@ pub struct Supervisor {
     name: String,
     control: Option<Control>,
     notifier: Notifier,
+    /// One timer for every deadline, re-armed only when the earliest deadline changes (a fresh
+    /// timer per loop round would register and cancel a timer entry for every message).
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+    /// What the last STATUS line sent to systemd showed: state, server pid, restarts in window.
+    reported: Option<(status::State, Option<u32>, usize)>,
     next_watchdog: Option<Instant>,
 }
 
@@ -263,8 +271,8 @@ impl Supervisor {
             last_spawn_error: None,
             session: Session::default(),
             client_reqs: ClientTable::default(),
-            server_reqs: HashMap::new(),
-            orphaned_server_reqs: HashSet::new(),
+            server_reqs: IdMap::default(),
+            orphaned_server_reqs: IdSet::default(),
             own: OwnIds::default(),
             queue: VecDeque::new(),
             seq: 0,
@@ -280,6 +288,9 @@ impl Supervisor {
             name: String::new(),
             control: None,
             notifier: Notifier::from_env(),
+            timer: Box::pin(sleep_until(Instant::now().into())),
+            timer_at: None,
+            reported: None,
             next_watchdog: None,
             cfg,
         };
@@ -328,9 +339,13 @@ impl Supervisor {
 
     async fn next_event(&mut self) -> Event {
         let deadline = self.next_deadline();
+        if let Some(at) = deadline.filter(|at| self.timer_at != Some(*at)) {
+            self.timer.as_mut().reset(at.into());
+            self.timer_at = Some(at);
+        }
         let child_congested = self.child_in.as_ref().is_some_and(Outbox::congested);
-        let read_client = !self.client_eof && !self.client_gone && !child_congested;
-        let read_child = self.child_out.is_some() && !self.client_out.congested();
+        let read_client = self.reading_client();
+        let read_child = self.reading_child();
         let child_in = self.child_in.as_ref();
         tokio::select! {
             frame = self.client_in.next(), if read_client => Event::Client(frame),
@@ -339,15 +354,36 @@ impl Supervisor {
             Some(err) = self.client_gone_rx.recv() => Event::ClientGone(err),
             sig = self.signals.recv() => Event::Signal(sig),
             Some(call) = recv_control(&mut self.control) => Event::Control(call),
-            _ = sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => Event::Tick,
+            _ = &mut self.timer, if deadline.is_some() => Event::Tick,
             _ = self.client_out.drained(), if self.client_out.congested() => Event::Wake,
             _ = drained(child_in), if child_congested => Event::Wake,
         }
     }
 
+    /// Whether to take client input now: not after EOF, and not while the child's stdin is
+    /// congested (backpressure).
+    fn reading_client(&self) -> bool {
+        !self.client_eof && !self.client_gone && !self.child_in.as_ref().is_some_and(Outbox::congested)
+    }
+
+    /// Whether to take the child's output now: not while the client's stdout is congested.
+    fn reading_child(&self) -> bool {
+        self.child_out.is_some() && !self.client_out.congested()
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Client(Ok(Some(frame))) => self.on_client_frame(frame),
+            Event::Client(Ok(Some(frame))) => {
+                self.on_client_frame(frame);
+                // Lines that came in the same read are handled now, not one `select!` round each.
+                for _ in 1..BATCH {
+                    if !self.reading_client() {
+                        break;
+                    }
+                    let Some(frame) = self.client_in.buffered_frame() else { break };
+                    self.on_client_frame(frame);
+                }
+            }
             Event::Client(Ok(None)) => {
                 tracing::info!("client closed stdin");
                 self.client_eof = true;
@@ -358,7 +394,16 @@ impl Supervisor {
                 self.client_eof = true;
                 self.begin_shutdown("stdin failed");
             }
-            Event::Child(Ok(Some(frame))) => self.on_child_frame(frame),
+            Event::Child(Ok(Some(frame))) => {
+                self.on_child_frame(frame);
+                for _ in 1..BATCH {
+                    if !self.reading_child() {
+                        break;
+                    }
+                    let Some(frame) = self.child_out.as_mut().and_then(FramedReader::buffered_frame) else { break };
+                    self.on_child_frame(frame);
+                }
+            }
             Event::Child(Ok(None)) => self.on_child_stdout_closed(None),
             Event::Child(Err(e)) => self.on_child_stdout_closed(Some(e)),
             Event::Exit(exit) => self.on_child_exit(exit),
@@ -411,27 +456,28 @@ impl Supervisor {
         }
     }
 
-    /// READY/STATUS for systemd; cheap when not under systemd.
+    /// READY/STOPPING/STATUS for systemd. Runs after every event, so it only formats and sends a
+    /// STATUS line when what it shows (state, server pid, restart count) has changed.
     fn report_to_systemd(&mut self) {
         if !self.notifier.enabled() {
             return;
         }
-        let status = self.status();
-        if status.state == status::State::Ready {
-            self.notifier.ready();
+        let state = self.public_state();
+        match state {
+            status::State::Ready => self.notifier.ready(),
+            status::State::Draining => self.notifier.stopping(),
+            _ => {}
         }
-        if status.state == status::State::Draining {
-            self.notifier.stopping();
+        let pid = self.child_pid();
+        let restarts = self.policy.restarts_in_window(Instant::now());
+        if self.reported == Some((state, pid, restarts)) {
+            return;
         }
-        let pid = status.child.as_ref().map_or_else(|| "-".to_owned(), |c| c.pid.to_string());
-        let line = format!(
-            "{}: server pid {pid}, {} restarts in the last {}, {} in flight",
-            status.state.as_str(),
-            status.restarts.in_window,
-            fmt_duration(self.policy.config().window),
-            status.in_flight
-        );
-        self.notifier.status(&line);
+        self.reported = Some((state, pid, restarts));
+        let pid = pid.map_or_else(|| "-".to_owned(), |p| p.to_string());
+        let window = fmt_duration(self.policy.config().window);
+        self.notifier
+            .status(&format!("{}: server pid {pid}, {restarts} restarts in the last {window}", state.as_str()));
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -589,13 +635,7 @@ impl Supervisor {
 
     /// Checks and records a client request; answers it at once and returns false if it cannot
     /// be taken.
-    fn accept_client_request(
-        &mut self,
-        id: &Id,
-        method: &str,
-        params: Option<&RawValue>,
-        line: Option<&Bytes>,
-    ) -> bool {
+    fn accept_client_request(&mut self, id: &Id, method: &str, params: Option<&str>, line: Option<&Bytes>) -> bool {
         if self.client_reqs.contains(id) || self.own.contains(id) {
             tracing::warn!(%id, method, "client reused an id that is still in flight");
             let msg = format!("request id {id} is already in flight; ids must be unique among pending requests");
@@ -624,7 +664,7 @@ impl Supervisor {
         true
     }
 
-    fn on_client_notification(&mut self, method: &str, params: Option<&RawValue>, line: &Bytes) {
+    fn on_client_notification(&mut self, method: &str, params: Option<&str>, line: &Bytes) {
         self.session.on_client_notification(method);
         if method == "notifications/cancelled" {
             if let Some(target) = Params::read(params).request_id() {
@@ -745,7 +785,7 @@ impl Supervisor {
                 Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, line.clone()),
                 Kind::Request { id, method } => {
                     self.orphaned_server_reqs.remove(&id);
-                    self.server_reqs.insert(id, ServerRequest { method: method.into() });
+                    self.server_reqs.insert(id, ServerRequest { method });
                     self.send_to_client(line.clone());
                 }
                 Kind::Notification { .. } => self.send_to_client(line.clone()),
@@ -762,7 +802,7 @@ impl Supervisor {
                             self.client_reqs.remove(&id);
                         }
                         Kind::Request { id, method } => {
-                            self.server_reqs.insert(id, ServerRequest { method: method.into() });
+                            self.server_reqs.insert(id, ServerRequest { method });
                         }
                         _ => {}
                     }
@@ -777,7 +817,7 @@ impl Supervisor {
         }
     }
 
-    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<&RawValue>, line: Bytes) {
+    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<&str>, line: Bytes) {
         if let Some(purpose) = self.own.take(id) {
             self.on_own_response(purpose, is_error, result);
             return;
@@ -796,7 +836,7 @@ impl Supervisor {
         }
     }
 
-    fn on_own_response(&mut self, purpose: OwnPurpose, is_error: bool, result: Option<&RawValue>) {
+    fn on_own_response(&mut self, purpose: OwnPurpose, is_error: bool, result: Option<&str>) {
         match purpose {
             OwnPurpose::Probe(sent) => {
                 let latency = sent.elapsed();
@@ -810,7 +850,7 @@ impl Supervisor {
             }
             OwnPurpose::ReplayInitialize => {
                 if is_error {
-                    let detail = result.map(|r| r.get().to_owned()).unwrap_or_default();
+                    let detail = result.unwrap_or_default().to_owned();
                     tracing::warn!("the new server refused the replayed initialize: {detail}");
                     self.crash(Cause::RebuildFailed(format!("initialize refused: {detail}")));
                     return;
@@ -828,7 +868,7 @@ impl Supervisor {
             }
             OwnPurpose::Replay => {
                 if is_error {
-                    tracing::warn!("the new server refused a replayed call: {}", result.map(|r| r.get()).unwrap_or(""));
+                    tracing::warn!("the new server refused a replayed call: {}", result.unwrap_or(""));
                 }
             }
         }
@@ -1285,23 +1325,34 @@ impl Supervisor {
     }
 
     /// The operator's view of this instance.
+    /// The server's state as `status` and systemd show it.
+    fn public_state(&self) -> status::State {
+        if self.shutdown.is_some() {
+            return status::State::Draining;
+        }
+        match &self.state {
+            ChildState::Up { phase: Phase::Ready, .. } if self.session.handshake_in_progress() => {
+                status::State::Starting
+            }
+            ChildState::Up { phase: Phase::Ready, .. } => status::State::Ready,
+            ChildState::Up { phase: Phase::Rebuilding { .. }, .. } => status::State::Restarting,
+            ChildState::Stopping { why: StopWhy::Shutdown, .. } | ChildState::Gone => status::State::Draining,
+            ChildState::Stopping { .. } => status::State::Restarting,
+            ChildState::Backoff { .. } => status::State::Backoff,
+            ChildState::Failed { .. } => status::State::Failed,
+        }
+    }
+
+    fn child_pid(&self) -> Option<u32> {
+        match &self.state {
+            ChildState::Up { child, .. } | ChildState::Stopping { child, .. } => Some(child.pid),
+            _ => None,
+        }
+    }
+
     pub fn status(&mut self) -> Status {
         let now = Instant::now();
-        let state = if self.shutdown.is_some() {
-            status::State::Draining
-        } else {
-            match &self.state {
-                ChildState::Up { phase: Phase::Ready, .. } if self.session.handshake_in_progress() => {
-                    status::State::Starting
-                }
-                ChildState::Up { phase: Phase::Ready, .. } => status::State::Ready,
-                ChildState::Up { phase: Phase::Rebuilding { .. }, .. } => status::State::Restarting,
-                ChildState::Stopping { why: StopWhy::Shutdown, .. } | ChildState::Gone => status::State::Draining,
-                ChildState::Stopping { .. } => status::State::Restarting,
-                ChildState::Backoff { .. } => status::State::Backoff,
-                ChildState::Failed { .. } => status::State::Failed,
-            }
-        };
+        let state = self.public_state();
         let child = match &self.state {
             ChildState::Up { child, .. } | ChildState::Stopping { child, .. } => Some(status::ChildStatus {
                 pid: child.pid,

@@ -2,33 +2,70 @@
 //!
 //! An [`Outbox`] accepts whole messages (without their newline) and never blocks. A writer task
 //! drains it, coalescing small messages into one write and writing large ones straight from their
-//! buffers. The bytes waiting are counted: above a high-water mark the outbox reports itself
-//! congested, and the supervisor stops reading from whatever feeds it until it drains. That keeps memory bounded without ever stalling the event loop.
+//! buffers. Handing a message over is a push onto a shared queue under an uncontended lock (both
+//! sides run on the same thread); the writer task is woken only when the queue goes from empty to
+//! non-empty, so a burst of messages costs one wake-up and, usually, one write.
+//!
+//! The bytes not yet written are counted as they are written: above a high-water mark the outbox
+//! reports itself congested, and the supervisor stops reading from whatever feeds it until it
+//! drains. That keeps memory bounded (about one large message in flight per direction) without
+//! ever stalling the event loop.
 //!
 //! Dropping the outbox lets the task write what is left and then close the writer, which is how
 //! a child's stdin gets closed.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Bytes waiting above which the outbox is congested.
-const HIGH_WATER: usize = 1024 * 1024;
+/// Bytes waiting above which the outbox is congested. Low enough that only about one large message
+/// waits behind the one being written; high enough that small messages never hit it.
+const HIGH_WATER: usize = 256 * 1024;
 /// Messages smaller than this are copied into one buffer and written together.
 const COALESCE: usize = 64 * 1024;
 
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Bytes>,
+    /// Set when the [`Outbox`] is dropped: write what is left, then close.
+    closed: bool,
+    /// Set when a write failed: later messages are refused.
+    failed: bool,
+}
+
 struct Shared {
+    queue: Mutex<Queue>,
+    /// Bytes queued and not yet written, newlines included.
     queued: AtomicUsize,
+    /// Wakes the writer task when messages arrive or the outbox is dropped.
+    work: Notify,
+    /// Wakes the supervisor when the outbox stops being congested.
     drained: Notify,
 }
 
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every change is a
+        // single push, swap or flag), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `n` bytes as written, waking the supervisor if that ends congestion.
+    fn written(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::Relaxed);
+        if before > HIGH_WATER && before - n <= HIGH_WATER {
+            self.drained.notify_one();
+        }
+    }
+}
+
 pub struct Outbox {
-    tx: mpsc::UnboundedSender<Bytes>,
     shared: Arc<Shared>,
 }
 
@@ -39,25 +76,32 @@ impl Outbox {
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { queued: AtomicUsize::new(0), drained: Notify::new() });
-        let task = tokio::spawn(write_loop(writer, rx, shared.clone(), on_error));
-        (Outbox { tx, shared }, task)
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            queued: AtomicUsize::new(0),
+            work: Notify::new(),
+            drained: Notify::new(),
+        });
+        let task = tokio::spawn(write_loop(writer, shared.clone(), on_error));
+        (Outbox { shared }, task)
     }
 
     /// Queues one message; returns false if the writer is gone.
     pub fn send(&self, msg: Bytes) -> bool {
-        let len = msg.len() + 1;
-        self.shared.queued.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send(msg).is_err() {
-            self.shared.queued.fetch_sub(len, Ordering::Relaxed);
+        let mut queue = self.shared.lock();
+        if queue.failed {
             return false;
+        }
+        self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
+        queue.messages.push_back(msg);
+        if queue.messages.len() == 1 {
+            self.shared.work.notify_one();
         }
         true
     }
 
     pub fn congested(&self) -> bool {
-        self.shared.queued.load(Ordering::Relaxed) > HIGH_WATER
+        self.queued() > HIGH_WATER
     }
 
     /// Bytes not yet written.
@@ -73,48 +117,88 @@ impl Outbox {
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: W,
-    mut rx: mpsc::UnboundedReceiver<Bytes>,
-    shared: Arc<Shared>,
-    on_error: impl FnOnce(io::Error),
-) {
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>, on_error: impl FnOnce(io::Error)) {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
     let mut stage: Vec<u8> = Vec::with_capacity(COALESCE * 2);
-    while let Some(first) = rx.recv().await {
-        let mut written = 0;
-        let mut next = Some(first);
-        let result: io::Result<()> = async {
-            while let Some(msg) = next.take().or_else(|| rx.try_recv().ok()) {
-                written += msg.len() + 1;
-                if msg.len() >= COALESCE {
-                    writer.write_all(&stage).await?;
-                    stage.clear();
-                    writer.write_all(&msg).await?;
-                    writer.write_all(b"\n").await?;
-                } else {
-                    stage.extend_from_slice(&msg);
-                    stage.push(b'\n');
-                    if stage.len() >= COALESCE {
-                        writer.write_all(&stage).await?;
-                        stage.clear();
-                    }
-                }
+    loop {
+        let closed = {
+            let mut queue = shared.lock();
+            std::mem::swap(&mut batch, &mut queue.messages);
+            queue.closed
+        };
+        if batch.is_empty() {
+            if closed {
+                break;
             }
-            writer.write_all(&stage).await?;
-            stage.clear();
-            writer.flush().await
+            shared.work.notified().await;
+            continue;
         }
-        .await;
-        let before = shared.queued.fetch_sub(written, Ordering::Relaxed);
-        if before > HIGH_WATER && before - written <= HIGH_WATER {
-            shared.drained.notify_one();
-        }
-        if let Err(e) = result {
+        if let Err(e) = write_batch(&mut writer, &shared, &mut batch, &mut stage).await {
+            {
+                let mut queue = shared.lock();
+                queue.failed = true;
+                queue.messages.clear();
+            }
+            batch.clear();
+            if shared.queued.swap(0, Ordering::Relaxed) > HIGH_WATER {
+                shared.drained.notify_one();
+            }
             on_error(e);
             return;
         }
     }
     let _ = writer.shutdown().await;
+}
+
+/// Writes every message in `batch` (emptying it), each followed by a newline.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    shared: &Shared,
+    batch: &mut VecDeque<Bytes>,
+    stage: &mut Vec<u8>,
+) -> io::Result<()> {
+    while let Some(msg) = batch.pop_front() {
+        if msg.len() < COALESCE {
+            stage.extend_from_slice(&msg);
+            stage.push(b'\n');
+            if stage.len() >= COALESCE {
+                flush_stage(writer, shared, stage).await?;
+            }
+            continue;
+        }
+        flush_stage(writer, shared, stage).await?;
+        // Large messages go out from their own buffer, counted as written chunk by chunk so the
+        // reader feeding this outbox can resume before the whole message is out.
+        let mut rest = &msg[..];
+        while !rest.is_empty() {
+            let n = writer.write(rest).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[n..];
+            shared.written(n);
+        }
+        writer.write_all(b"\n").await?;
+        shared.written(1);
+    }
+    flush_stage(writer, shared, stage).await?;
+    writer.flush().await
+}
+
+async fn flush_stage<W: AsyncWrite + Unpin>(writer: &mut W, shared: &Shared, stage: &mut Vec<u8>) -> io::Result<()> {
+    if !stage.is_empty() {
+        writer.write_all(stage).await?;
+        shared.written(stage.len());
+        stage.clear();
+    }
+    Ok(())
 }
 
 #[cfg(test)]

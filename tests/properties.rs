@@ -1,0 +1,175 @@
+//! Property tests for the pure parts every message goes through: the newline splitter and the
+//! JSON scanner behind the envelope parser. serde_json is the oracle for what is valid JSON.
+
+use bytes::Bytes;
+use mcpvisor::framing::{Frame, LineSplitter};
+use mcpvisor::json_scan::{self, Top};
+use mcpvisor::jsonrpc;
+use proptest::prelude::*;
+use serde_json::value::RawValue;
+
+/// Pieces that make up JSON (valid and not): structure, keys the scanner looks for, strings with
+/// escapes, numbers good and bad, literals, whitespace, and bytes that break things.
+fn token() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        " ",
+        "\t",
+        "\r",
+        "\"id\"",
+        "\"method\"",
+        "\"jsonrpc\"",
+        "\"params\"",
+        "\"result\"",
+        "\"error\"",
+        "\"2.0\"",
+        "\"x\"",
+        "\"a\\\"b\"",
+        "\"\\u0069d\"",
+        "\"\\n\\/\"",
+        "\"é😀\"",
+        "1",
+        "-0",
+        "12.5e-3",
+        "01",
+        "1.",
+        "-",
+        "true",
+        "false",
+        "null",
+        "nul",
+        "\"",
+        "\\",
+        "\u{1}",
+        "\"\\x\"",
+        "\"\\u12\"",
+    ])
+}
+
+fn json_value() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
+        ".{0,12}".prop_map(serde_json::Value::from),
+    ];
+    leaf.prop_recursive(6, 64, 8, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..8).prop_map(serde_json::Value::from),
+            prop::collection::btree_map("(id|method|params|result|[a-z\"\\\\]{0,6})", inner, 0..8)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// serde_json's verdict. It does not check escapes in keys it ignores, nor duplicate keys; the
+/// scanner refuses both at the top level (as serde does for the envelope struct), so those texts
+/// are compared only where the verdicts can be the same.
+fn serde_accepts(text: &str) -> bool {
+    serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+}
+
+/// Feeds `input` cut at `cuts`; also returns the most the splitter held beyond the chunk just fed.
+fn frames(input: &[u8], cuts: &[usize], max: usize) -> (Vec<Frame>, usize) {
+    let mut s = LineSplitter::new(max);
+    let mut out = Vec::new();
+    let mut peak = 0;
+    let mut at = 0;
+    let mut points: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+    points.sort_unstable();
+    points.push(input.len());
+    for p in points {
+        s.push(&input[at..p]);
+        peak = peak.max(s.buffered() - (p - at));
+        at = p;
+        while let Some(f) = s.next_frame() {
+            out.push(f);
+        }
+    }
+    out.extend(s.finish());
+    (out, peak)
+}
+
+proptest! {
+    // Failures are reported with their minimal input; they are not written to files in the tree.
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn scanner_agrees_with_serde_on_token_soup(tokens in prop::collection::vec(token(), 0..24)) {
+        let text: String = tokens.concat();
+        match json_scan::scan(&text) {
+            Ok(_) => prop_assert!(serde_accepts(&text), "scanner accepted what serde refuses: {text}"),
+            Err(e) if e.what == "duplicate field" || e.what == "invalid escape in key" => {}
+            Err(e) => prop_assert!(!serde_accepts(&text), "scanner refused ({e}) what serde accepts: {text}"),
+        }
+    }
+
+    #[test]
+    fn scanner_accepts_any_json_and_finds_the_same_fields(value in json_value()) {
+        let text = value.to_string();
+        let top = json_scan::scan(&text);
+        prop_assert!(top.is_ok(), "{:?}: {text}", top);
+        if let (Ok(Top::Object(fields)), serde_json::Value::Object(map)) = (top, &value) {
+            let raw: std::collections::HashMap<String, &RawValue> = serde_json::from_str(&text).unwrap_or_default();
+            for (key, got) in [("id", fields.id), ("method", fields.method), ("params", fields.params), ("result", fields.result)] {
+                prop_assert_eq!(got, raw.get(key).map(|r| r.get()), "{}", key);
+                prop_assert_eq!(got.is_some(), map.contains_key(key));
+            }
+        }
+    }
+
+    #[test]
+    fn envelope_parser_never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+        let _ = jsonrpc::parse(&bytes);
+        let _ = jsonrpc::sniff_id(&bytes);
+    }
+
+    #[test]
+    fn splitting_at_any_read_boundary_gives_the_same_frames(
+        lines in prop::collection::vec("[a-z{}\" \r]{0,40}", 0..12),
+        cuts in prop::collection::vec(any::<usize>(), 0..8),
+        crlf in any::<bool>(),
+        max in 1usize..64,
+    ) {
+        let sep = if crlf { "\r\n" } else { "\n" };
+        let input = lines.join(sep).into_bytes();
+        let (whole, _) = frames(&input, &[], max);
+        let (split, peak) = frames(&input, &cuts, max);
+        prop_assert_eq!(&whole, &split);
+        // Besides the bytes just read, never more than the limit (plus a possible `\r`) is held.
+        prop_assert!(peak <= max + 1, "held {} beyond the read, limit {}", peak, max);
+        for f in &whole {
+            match f {
+                Frame::Line(l) => prop_assert!(l.len() <= max && !l.contains(&b'\n')),
+                Frame::Oversized { len, .. } => prop_assert!(*len > max),
+            }
+        }
+    }
+
+    #[test]
+    fn splitter_never_buffers_an_endless_line(chunks in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..512), 0..64)) {
+        let max = 100;
+        let mut s = LineSplitter::new(max);
+        for c in &chunks {
+            s.push(c);
+            while s.next_frame().is_some() {}
+            prop_assert!(s.buffered() <= max + 1, "buffered {}", s.buffered());
+        }
+        let _ = s.finish();
+    }
+}
+
+#[test]
+fn complete_lines_come_out_unchanged() {
+    let (frames, _) = frames(b"{\"a\":1}\n\n{\"b\":2}", &[3, 9], 64);
+    assert_eq!(
+        frames,
+        vec![Frame::Line(Bytes::from_static(b"{\"a\":1}")), Frame::Line(Bytes::from_static(b"{\"b\":2}"))]
+    );
+}
