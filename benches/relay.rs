@@ -4,7 +4,9 @@
 //! interleaved round by round: **direct** (pipes to the server), **mcpvisor** (`mcpvisor run --
 //! server`) and, when `socat` is installed, **socat** (`socat - EXEC:server`) as the dumb-relay
 //! reference. Reports medians over the rounds as an aligned table with ratios to direct, and
-//! writes the same numbers as JSON to `target/bench-relay.json`.
+//! writes the same numbers as JSON to `target/bench-relay.json`. Also timed: start-up (spawn to the
+//! answer to `initialize`) each way, and mcpvisor's crash recovery (SIGKILL of the server to the
+//! next successful request, with `--backoff-initial 0`), to compare with the server's start-up.
 //!
 //! The bench binary is its own echo server: run with `MCPVISOR_BENCH_ECHO=1` it answers every
 //! request line with `{"jsonrpc":"2.0","id":ID,"result":{"echo":PARAMS}}`. The client side writes
@@ -84,14 +86,16 @@ struct Config {
     rtt_requests: usize,
     pipelined_requests: usize,
     big_requests: usize,
+    /// Start-ups (and, for mcpvisor, crash recoveries) timed per round.
+    restarts: usize,
 }
 
 impl Config {
     fn full() -> Config {
-        Config { rounds: 5, rtt_requests: 2000, pipelined_requests: 20000, big_requests: 40 }
+        Config { rounds: 5, rtt_requests: 2000, pipelined_requests: 20000, big_requests: 40, restarts: 10 }
     }
     fn quick() -> Config {
-        Config { rounds: 1, rtt_requests: 200, pipelined_requests: 2000, big_requests: 4 }
+        Config { rounds: 1, rtt_requests: 200, pipelined_requests: 2000, big_requests: 4, restarts: 3 }
     }
 }
 
@@ -101,6 +105,10 @@ struct Figures {
     rtt_p99_us: f64,
     pipelined_per_sec: f64,
     big_mb_per_sec: f64,
+    /// Spawn to the answer to `initialize`.
+    startup_ms: f64,
+    /// mcpvisor only: SIGKILL of the server to the next successful request.
+    recovery_ms: Option<f64>,
     /// mcpvisor only: peak RSS during the run and RSS when idle with one child.
     peak_rss_kib: Option<u64>,
     idle_rss_kib: Option<u64>,
@@ -123,6 +131,8 @@ impl Figures {
             rtt_p99_us: med(&|f| f.rtt_p99_us),
             pipelined_per_sec: med(&|f| f.pipelined_per_sec),
             big_mb_per_sec: med(&|f| f.big_mb_per_sec),
+            startup_ms: med(&|f| f.startup_ms),
+            recovery_ms: rounds.iter().any(|f| f.recovery_ms.is_some()).then(|| med(&|f| f.recovery_ms.unwrap_or(0.0))),
             peak_rss_kib: med_opt(&|f| f.peak_rss_kib),
             idle_rss_kib: med_opt(&|f| f.idle_rss_kib),
         }
@@ -132,6 +142,7 @@ impl Figures {
         serde_json::json!({
             "rtt_p50_us": self.rtt_p50_us, "rtt_p99_us": self.rtt_p99_us,
             "pipelined_requests_per_sec": self.pipelined_per_sec, "mib_messages_mb_per_sec": self.big_mb_per_sec,
+            "startup_ms": self.startup_ms, "crash_recovery_ms": self.recovery_ms,
             "peak_rss_kib": self.peak_rss_kib, "idle_rss_kib": self.idle_rss_kib,
         })
     }
@@ -155,6 +166,16 @@ fn print_table(kinds: &[Kind], m: &[Figures]) {
     row("rtt p99", &|f| f.rtt_p99_us, "us");
     row("pipelined small req/s", &|f| f.pipelined_per_sec, "");
     row("1 MiB messages MB/s", &|f| f.big_mb_per_sec, "");
+    row("startup (spawn to init)", &|f| f.startup_ms, "ms");
+    for (k, f) in kinds.iter().zip(m) {
+        if let Some(r) = f.recovery_ms {
+            println!(
+                "{} crash recovery (SIGKILL to next success, --backoff-initial 0): {r:.1}ms = server start-up + {:.1}ms",
+                k.name(),
+                r - direct.startup_ms
+            );
+        }
+    }
     for (k, f) in kinds.iter().zip(m) {
         if let (Some(peak), Some(idle)) = (f.peak_rss_kib, f.idle_rss_kib) {
             println!("{} RSS: idle {:.1} MiB, peak {:.1} MiB", k.name(), idle as f64 / 1024.0, peak as f64 / 1024.0);
@@ -166,7 +187,7 @@ fn print_table(kinds: &[Kind], m: &[Figures]) {
 struct Setup {
     child: Child,
     stdin: mpsc::Sender<Vec<u8>>,
-    lines: mpsc::Receiver<usize>,
+    lines: mpsc::Receiver<Vec<u8>>,
     writer: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -176,7 +197,7 @@ fn spawn(kind: Kind) -> Setup {
         Kind::Direct => Command::new(&me),
         Kind::Mcpvisor => {
             let mut c = Command::new(env!("CARGO_BIN_EXE_mcpvisor"));
-            c.args(["run", "--ping-interval", "0", "--log-level", "warn", "--"]).arg(&me);
+            c.args(["run", "--ping-interval", "0", "--backoff-initial", "0", "--log-level", "warn", "--"]).arg(&me);
             c
         }
         Kind::Socat => {
@@ -212,12 +233,11 @@ fn spawn(kind: Kind) -> Setup {
     let (ltx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         let mut r = BufReader::with_capacity(1 << 16, stdout);
-        let mut line = Vec::new();
-        while r.read_until(b'\n', &mut line).map(|n| n > 0).unwrap_or(false) {
-            if ltx.send(line.len()).is_err() {
+        loop {
+            let mut line = Vec::new();
+            if !r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) || ltx.send(line).is_err() {
                 break;
             }
-            line.clear();
         }
     });
     Setup { child, stdin: tx, lines, writer: Some(writer) }
@@ -229,7 +249,17 @@ impl Setup {
     }
 
     fn recv(&self) -> usize {
+        self.recv_line().len()
+    }
+
+    fn recv_line(&self) -> Vec<u8> {
         self.lines.recv_timeout(Duration::from_secs(60)).expect("response")
+    }
+
+    fn initialize(&self) {
+        self.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#.to_owned() + "\n");
+        self.recv();
+        self.send("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n".to_owned());
     }
 
     fn close(mut self) {
@@ -247,10 +277,10 @@ fn rss(pid: u32, field: &str) -> Option<u64> {
 }
 
 fn run_round(kind: Kind, cfg: &Config) -> Figures {
+    let startup_ms = median((0..cfg.restarts).map(|_| startup(kind)).collect());
+    let recovery_ms = (kind == Kind::Mcpvisor).then(|| median((0..cfg.restarts).map(|_| recovery()).collect()));
     let s = spawn(kind);
-    s.send(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#.to_owned() + "\n");
-    s.recv();
-    s.send("{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n".to_owned());
+    s.initialize();
     let idle_rss_kib = (kind == Kind::Mcpvisor).then(|| rss(s.child.id(), "VmRSS:")).flatten();
 
     let mut lat = Vec::with_capacity(cfg.rtt_requests);
@@ -294,9 +324,47 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         rtt_p99_us: pct(0.99),
         pipelined_per_sec,
         big_mb_per_sec,
+        startup_ms,
+        recovery_ms,
         peak_rss_kib,
         idle_rss_kib,
     }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Milliseconds from spawning to the answer to `initialize`.
+fn startup(kind: Kind) -> f64 {
+    let t = Instant::now();
+    let s = spawn(kind);
+    s.initialize();
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    s.close();
+    ms
+}
+
+/// Milliseconds from a SIGKILL of mcpvisor's server to the next request that succeeds.
+fn recovery() -> f64 {
+    let s = spawn(Kind::Mcpvisor);
+    s.initialize();
+    s.send("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"bench/pid\"}\n".to_owned());
+    let reply: serde_json::Value = serde_json::from_slice(&s.recv_line()).expect("pid reply");
+    let pid = reply["result"]["pid"].as_i64().expect("pid") as i32;
+    let t = Instant::now();
+    let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+    for i in 2.. {
+        s.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{i},\"method\":\"tools/call\",\"params\":{{}}}}\n"));
+        let line = s.recv_line();
+        if !line.windows(8).any(|w| w == b"\"error\":") {
+            break;
+        }
+    }
+    let ms = t.elapsed().as_secs_f64() * 1e3;
+    s.close();
+    ms
 }
 
 /// The echo server: answers each request with its params, as fast as a line-oriented server can.
@@ -305,6 +373,8 @@ fn echo_server() {
     struct Req<'a> {
         #[serde(borrow)]
         id: Option<&'a RawValue>,
+        #[serde(borrow)]
+        method: Option<&'a str>,
         #[serde(borrow)]
         params: Option<&'a RawValue>,
     }
@@ -322,7 +392,11 @@ fn echo_server() {
         let Ok(req) = serde_json::from_slice::<Req<'_>>(&line) else { continue };
         let Some(id) = req.id else { continue };
         let params = req.params.map_or("null", |p| p.get());
-        let _ = writeln!(out, "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"echo\":{params}}}}}", id.get());
+        let _ = if req.method == Some("bench/pid") {
+            writeln!(out, "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"pid\":{}}}}}", id.get(), std::process::id())
+        } else {
+            writeln!(out, "{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"echo\":{params}}}}}", id.get())
+        };
         if input.buffer().is_empty() && out.flush().is_err() {
             break;
         }
