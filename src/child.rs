@@ -227,8 +227,11 @@ impl Child {
             let _ = ctl.send(StopCmd::Kill);
             return Err(other(std::io::Error::other("child pipes missing")));
         };
-        let stdin = pipe::Sender::from_owned_fd(OwnedFd::from(stdin)).map_err(other)?;
-        let stdout = pipe::Receiver::from_owned_fd(OwnedFd::from(stdout)).map_err(other)?;
+        let (stdin, stdout) = (OwnedFd::from(stdin), OwnedFd::from(stdout));
+        enlarge_pipe(&stdin);
+        enlarge_pipe(&stdout);
+        let stdin = pipe::Sender::from_owned_fd(stdin).map_err(other)?;
+        let stdout = pipe::Receiver::from_owned_fd(stdout).map_err(other)?;
         let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(stderr)).map_err(other)?;
         let (stdin, _) = Outbox::spawn(stdin, move |e| {
             tracing::debug!(generation, "writing to the child's stdin failed: {e}");
@@ -351,6 +354,20 @@ fn signal_group(pid: Pid, signal: Signal) {
     match killpg(pid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => tracing::warn!(pid = pid.as_raw(), "cannot send {} to the process group: {e}", signal.as_str()),
+    }
+}
+
+/// Capacity asked for the child's stdin and stdout pipes: a whole large message fits, so it is
+/// handed to the kernel in one write (its buffer freed at once, not held in mcpvisor's memory) and
+/// the child reads or writes it without a context switch per 64 KiB. 1 MiB is the default
+/// unprivileged maximum (/proc/sys/fs/pipe-max-size).
+pub const PIPE_CAPACITY: i32 = 1024 * 1024;
+
+/// Best effort: past the per-user pipe memory limit the kernel refuses, and the default 64 KiB
+/// pipe still works.
+pub fn enlarge_pipe(fd: &impl std::os::fd::AsFd) {
+    if let Err(e) = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETPIPE_SZ(PIPE_CAPACITY)) {
+        tracing::debug!("cannot enlarge a pipe to {PIPE_CAPACITY} bytes: {e}");
     }
 }
 

@@ -10,7 +10,7 @@
 //! [`FramedReader`] drives a splitter from any `AsyncRead`. Its `next()` is cancel-safe (all state
 //! lives in the splitter between reads), so it can sit in a `select!` loop.
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use memchr::memchr;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -114,6 +114,12 @@ impl LineSplitter {
                     let end = self.scanned + i;
                     let mut line = self.buf.split_to(end + 1);
                     self.scanned = 0;
+                    if self.buf.capacity() > 2 * READ_CHUNK {
+                        // The rest still shares a large line's allocation; reading on into it would
+                        // keep that memory after the line is gone. Move the rest (one read at most)
+                        // to a buffer of its own, so the large one is freed with the line.
+                        self.buf = BytesMut::from(&self.buf[..]);
+                    }
                     line.truncate(end);
                     if line.last() == Some(&b'\r') {
                         line.truncate(end - 1);
@@ -198,7 +204,9 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
             if self.eof {
                 return Ok(self.splitter.finish());
             }
-            if self.reader.read_buf(self.splitter.read_buffer()).await? == 0 {
+            // At most one chunk per read, so that reading never pulls far past the end of a line:
+            // the kernel's pipe buffer, not mcpvisor's memory, holds what comes next.
+            if self.reader.read_buf(&mut self.splitter.read_buffer().limit(READ_CHUNK)).await? == 0 {
                 self.eof = true;
             }
         }

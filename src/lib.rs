@@ -8,6 +8,7 @@
 //! modules without I/O; the supervisor loop ties them to processes, pipes, signals and timers.
 //! `docs/architecture.md` describes how the pieces fit.
 
+pub mod alloc;
 pub mod child;
 pub mod cli;
 pub mod commands;

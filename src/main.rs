@@ -13,6 +13,7 @@ use mcpvisor::control::{Command as ControlCommand, Control};
 use mcpvisor::supervisor::{exit_code, Supervisor};
 
 fn main() -> ExitCode {
+    mcpvisor::alloc::tune();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),

@@ -5,7 +5,8 @@
 //! which avoids tokio's blocking helper thread and its hand-off on every read. Anything else (a
 //! terminal, a file, /dev/null, or a stdout that shares its pipe with stderr, where non-blocking
 //! mode would make log writes fail) falls back to tokio's blocking stdin/stdout. The original
-//! file status flags are restored when [`Stdio`] drops.
+//! file status flags are restored when [`Stdio`] drops. Pipes are also enlarged (as the server's
+//! are, see [`crate::child::PIPE_CAPACITY`]) so a large message crosses in one write.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -14,6 +15,8 @@ use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::stat::{fstat, SFlag};
 use tokio::net::unix::pipe;
 use tokio::net::UnixStream;
+
+use crate::child::enlarge_pipe;
 
 pub type Input = Box<dyn tokio::io::AsyncRead + Unpin + Send>;
 pub type Output = Box<dyn tokio::io::AsyncWrite + Unpin + Send>;
@@ -63,14 +66,20 @@ pub fn open() -> io::Result<(Stdio, Input, Output)> {
     let stdin = io::stdin();
     let stdout = io::stdout();
     let input: Input = match kind(stdin.as_fd()) {
-        FdKind::Fifo => Box::new(pipe::Receiver::from_owned_fd(stdio.nonblocking(stdin.as_fd())?)?),
+        FdKind::Fifo => {
+            enlarge_pipe(&stdin);
+            Box::new(pipe::Receiver::from_owned_fd(stdio.nonblocking(stdin.as_fd())?)?)
+        }
         FdKind::Socket => Box::new(unix_stream(stdio.nonblocking(stdin.as_fd())?)?),
         FdKind::Other => Box::new(tokio::io::stdin()),
     };
     let shares_stderr = same_file(stdout.as_fd(), io::stderr().as_fd());
     let output: Output = match kind(stdout.as_fd()) {
         _ if shares_stderr => Box::new(tokio::io::stdout()),
-        FdKind::Fifo => Box::new(pipe::Sender::from_owned_fd(stdio.nonblocking(stdout.as_fd())?)?),
+        FdKind::Fifo => {
+            enlarge_pipe(&stdout);
+            Box::new(pipe::Sender::from_owned_fd(stdio.nonblocking(stdout.as_fd())?)?)
+        }
         FdKind::Socket => Box::new(unix_stream(stdio.nonblocking(stdout.as_fd())?)?),
         FdKind::Other => Box::new(tokio::io::stdout()),
     };

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::json;
+use smallvec::{smallvec, SmallVec};
 use tokio::net::unix::pipe;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -142,8 +143,9 @@ impl ChildState {
 #[derive(Debug)]
 struct Queued {
     line: Bytes,
-    /// The requests the line carries (several for a batch), with their arrival numbers.
-    requests: Vec<(Id, u64)>,
+    /// The requests the line carries (several for a batch), with their arrival numbers. Inline for
+    /// the usual single request, so queueing a message does not allocate.
+    requests: SmallVec<[(Id, u64); 1]>,
 }
 
 #[derive(Debug, Default)]
@@ -232,6 +234,8 @@ pub struct Supervisor {
     name: String,
     control: Option<Control>,
     notifier: Notifier,
+    /// When the event being handled arrived: one clock read per event, not one per message.
+    now: Instant,
     /// One timer for every deadline, re-armed only when the earliest deadline changes (a fresh
     /// timer per loop round would register and cancel a timer entry for every message).
     timer: Pin<Box<Sleep>>,
@@ -288,6 +292,7 @@ impl Supervisor {
             name: String::new(),
             control: None,
             notifier: Notifier::from_env(),
+            now: Instant::now(),
             timer: Box::pin(sleep_until(Instant::now().into())),
             timer_at: None,
             reported: None,
@@ -372,6 +377,7 @@ impl Supervisor {
     }
 
     fn handle(&mut self, event: Event) {
+        self.now = Instant::now();
         match event {
             Event::Client(Ok(Some(frame))) => {
                 self.on_client_frame(frame);
@@ -596,7 +602,7 @@ impl Supervisor {
             Kind::Request { id, method } => {
                 if self.accept_client_request(&id, &method, env.params, Some(line)) {
                     let seq = self.seq;
-                    self.dispatch(Queued { line: line.clone(), requests: vec![(id, seq)] });
+                    self.dispatch(Queued { line: line.clone(), requests: smallvec![(id, seq)] });
                 }
             }
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
@@ -615,7 +621,7 @@ impl Supervisor {
 
     /// Batches are forwarded as they are; their requests are tracked one by one.
     fn on_client_batch(&mut self, items: Vec<Envelope<'_>>, line: &Bytes) {
-        let mut requests = Vec::new();
+        let mut requests = SmallVec::new();
         for env in items {
             match env.kind {
                 Kind::Request { id, method } => {
@@ -649,12 +655,12 @@ impl Supervisor {
         self.session.on_client_request(id, method, params);
         self.metrics.requests += 1;
         self.seq += 1;
-        let now = Instant::now();
+        let now = self.now;
         self.client_reqs.insert(
             id.clone(),
             ClientRequest {
                 method: method.into(),
-                line: line.cloned(),
+                line: line.filter(|_| self.may_resend(method)).map(retained),
                 seq: self.seq,
                 received: now,
                 deadline: self.cfg.request_timeout.map(|t| now + t),
@@ -681,7 +687,7 @@ impl Supervisor {
             tracing::warn!(method, "server is failed; client notification dropped");
             return;
         }
-        self.dispatch(Queued { line: line.clone(), requests: Vec::new() });
+        self.dispatch(Queued { line: line.clone(), requests: SmallVec::new() });
     }
 
     fn on_client_response(&mut self, id: &Id, line: &Bytes) {
@@ -691,7 +697,7 @@ impl Supervisor {
             tracing::debug!(%id, "dropping the client's late answer to a request from a server process that is gone");
         } else {
             tracing::debug!(%id, "client answered an unknown request; forwarding it");
-            self.dispatch(Queued { line: line.clone(), requests: Vec::new() });
+            self.dispatch(Queued { line: line.clone(), requests: SmallVec::new() });
         }
     }
 
@@ -757,7 +763,7 @@ impl Supervisor {
     // ----- child → client -----------------------------------------------------------------
 
     fn on_child_frame(&mut self, frame: Frame) {
-        self.liveness.last_output = Some(Instant::now());
+        self.liveness.last_output = Some(self.now);
         let line = match frame {
             Frame::Line(line) => line,
             Frame::Oversized { len, head } => {
@@ -827,7 +833,7 @@ impl Supervisor {
                 if !is_error {
                     self.session.on_child_result(id, &req.method, result);
                 }
-                self.metrics.latency.observe(req.received.elapsed());
+                self.metrics.latency.observe(self.now.saturating_duration_since(req.received));
                 self.send_to_client(line);
             }
             None => {
@@ -1161,6 +1167,12 @@ impl Supervisor {
         }
     }
 
+    /// Whether a request with this method is re-sent to a new child if the current one dies with it.
+    /// Only those keep their line while in flight.
+    fn may_resend(&self, method: &str) -> bool {
+        inflight::always_resent(method) || (self.cfg.retry && inflight::is_safe_to_repeat(method))
+    }
+
     /// Answers or re-queues client requests the child was working on, and cancels the requests
     /// the child had sent to the client.
     fn settle_inflight(&mut self, cause: &Cause, exit: Option<ExitInfo>) {
@@ -1168,12 +1180,10 @@ impl Supervisor {
         // The same error for every request the child took down with it.
         let mut error: Option<(String, serde_json::Value)> = None;
         for (id, req) in self.client_reqs.take_sent() {
-            let repeat =
-                inflight::always_resent(&req.method) || (self.cfg.retry && inflight::is_safe_to_repeat(&req.method));
-            match (&req.line, repeat) {
+            match (&req.line, self.may_resend(&req.method)) {
                 (Some(line), true) => {
                     tracing::info!(%id, method = &*req.method, "request will be re-sent to the new server");
-                    requeue.push(Queued { line: line.clone(), requests: vec![(id.clone(), req.seq)] });
+                    requeue.push(Queued { line: line.clone(), requests: smallvec![(id.clone(), req.seq)] });
                     self.client_reqs.insert(id, ClientRequest { sent: false, ..req });
                 }
                 _ => {
@@ -1511,6 +1521,16 @@ async fn next_frame(reader: &mut Option<FramedReader<pipe::Receiver>>) -> io::Re
     match reader {
         Some(r) => r.next().await,
         None => std::future::pending().await,
+    }
+}
+
+/// A request line kept for re-sending. A small line is copied: sharing it would keep the whole
+/// read buffer it was cut from (64 KiB or more) alive for as long as the request is in flight.
+fn retained(line: &Bytes) -> Bytes {
+    if line.len() < 16 * 1024 {
+        Bytes::copy_from_slice(line)
+    } else {
+        line.clone()
     }
 }
 

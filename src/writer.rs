@@ -6,10 +6,10 @@
 //! sides run on the same thread); the writer task is woken only when the queue goes from empty to
 //! non-empty, so a burst of messages costs one wake-up and, usually, one write.
 //!
-//! The bytes not yet written are counted as they are written: above a high-water mark the outbox
-//! reports itself congested, and the supervisor stops reading from whatever feeds it until it
-//! drains. That keeps memory bounded (about one large message in flight per direction) without
-//! ever stalling the event loop.
+//! The bytes not yet written are counted as they are written: above a high-water mark, or while a
+//! large message is waiting, the outbox reports itself congested, and the supervisor stops reading
+//! from whatever feeds it until it drains. That keeps memory bounded (one large message per
+//! direction) without ever stalling the event loop.
 //!
 //! Dropping the outbox lets the task write what is left and then close the writer, which is how
 //! a child's stdin gets closed.
@@ -24,9 +24,12 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// Bytes waiting above which the outbox is congested. Low enough that only about one large message
-/// waits behind the one being written; high enough that small messages never hit it.
-const HIGH_WATER: usize = 256 * 1024;
+/// Bytes waiting above which the outbox is congested, and the supervisor stops reading whatever
+/// feeds it: one coalesced write's worth, so small messages still go out in full-sized writes.
+/// A large message (at least [`COALESCE`] bytes) congests the outbox by itself until it is written,
+/// so mcpvisor holds one large message per direction and the next one waits in the kernel's pipe
+/// buffer, not in mcpvisor's memory.
+const HIGH_WATER: usize = 64 * 1024;
 /// Messages smaller than this are copied into one buffer and written together.
 const COALESCE: usize = 64 * 1024;
 
@@ -43,6 +46,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// Bytes queued and not yet written, newlines included.
     queued: AtomicUsize,
+    /// Large messages queued and not yet completely written.
+    large: AtomicUsize,
     /// Wakes the writer task when messages arrive or the outbox is dropped.
     work: Notify,
     /// Wakes the supervisor when the outbox stops being congested.
@@ -56,10 +61,24 @@ impl Shared {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn congested(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > HIGH_WATER || self.large.load(Ordering::Relaxed) > 0
+    }
+
     /// Counts `n` bytes as written, waking the supervisor if that ends congestion.
     fn written(&self, n: usize) {
-        let before = self.queued.fetch_sub(n, Ordering::Relaxed);
-        if before > HIGH_WATER && before - n <= HIGH_WATER {
+        let was = self.congested();
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        if was && !self.congested() {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Counts a large message as completely written.
+    fn large_written(&self) {
+        let was = self.congested();
+        self.large.fetch_sub(1, Ordering::Relaxed);
+        if was && !self.congested() {
             self.drained.notify_one();
         }
     }
@@ -79,6 +98,7 @@ impl Outbox {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             queued: AtomicUsize::new(0),
+            large: AtomicUsize::new(0),
             work: Notify::new(),
             drained: Notify::new(),
         });
@@ -93,6 +113,9 @@ impl Outbox {
             return false;
         }
         self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
+        if msg.len() >= COALESCE {
+            self.shared.large.fetch_add(1, Ordering::Relaxed);
+        }
         queue.messages.push_back(msg);
         if queue.messages.len() == 1 {
             self.shared.work.notify_one();
@@ -101,7 +124,7 @@ impl Outbox {
     }
 
     pub fn congested(&self) -> bool {
-        self.queued() > HIGH_WATER
+        self.shared.congested()
     }
 
     /// Bytes not yet written.
@@ -147,9 +170,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>, o
                 queue.messages.clear();
             }
             batch.clear();
-            if shared.queued.swap(0, Ordering::Relaxed) > HIGH_WATER {
-                shared.drained.notify_one();
-            }
+            shared.queued.store(0, Ordering::Relaxed);
+            shared.large.store(0, Ordering::Relaxed);
+            shared.drained.notify_one();
             on_error(e);
             return;
         }
@@ -174,8 +197,7 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             continue;
         }
         flush_stage(writer, shared, stage).await?;
-        // Large messages go out from their own buffer, counted as written chunk by chunk so the
-        // reader feeding this outbox can resume before the whole message is out.
+        // Large messages go out from their own buffer, without a copy.
         let mut rest = &msg[..];
         while !rest.is_empty() {
             let n = writer.write(rest).await?;
@@ -186,7 +208,8 @@ async fn write_batch<W: AsyncWrite + Unpin>(
             shared.written(n);
         }
         writer.write_all(b"\n").await?;
-        shared.written(1);
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
+        shared.large_written();
     }
     flush_stage(writer, shared, stage).await?;
     writer.flush().await

@@ -177,3 +177,30 @@ fn an_invalid_response_is_diverted_and_its_request_answered_with_an_error() {
     v.wait_log("diverted");
     assert!(v.request(2, "echo", json!({}))["result"].is_object());
 }
+
+/// VmHWM (peak resident memory) of a process, in KiB.
+fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("number")
+}
+
+#[test]
+fn large_messages_pass_through_without_piling_up_in_memory() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    let before = peak_rss_kib(v.pid());
+    // 16 MiB each way, sent without waiting: mcpvisor must hold about one message per direction
+    // (the rest waits in the pipes), not keep them all.
+    let payload = "x".repeat(1 << 20);
+    let count = 16;
+    for i in 0..count {
+        v.send(&json!({"jsonrpc": "2.0", "id": i, "method": "echo", "params": {"data": payload}}));
+    }
+    for i in 0..count {
+        let r = v.response(&json!(i));
+        assert_eq!(r["result"]["echo"]["data"].as_str().map(str::len), Some(1 << 20));
+    }
+    let grew_mib = (peak_rss_kib(v.pid()) - before) as f64 / 1024.0;
+    assert!(grew_mib < 8.0, "mcpvisor's peak memory grew by {grew_mib:.1} MiB for {count} MiB each way");
+}
