@@ -199,6 +199,10 @@ impl OwnIds {
         self.pending.contains_key(id)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     /// Forgets everything sent to a child that is gone.
     pub fn clear(&mut self) {
         self.pending.clear();

@@ -600,9 +600,15 @@ impl Supervisor {
     fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
         match env.kind {
             Kind::Request { id, method } => {
-                if self.accept_client_request(&id, &method, env.params, Some(line)) {
-                    let seq = self.seq;
-                    self.dispatch(Queued { line: line.clone(), requests: smallvec![(id, seq)] });
+                // The common case, a ready child and nothing queued, skips the queue's bookkeeping.
+                let send_now = self.can_send_now();
+                if self.accept_client_request(&id, &method, env.params, Some(line), send_now) {
+                    if send_now {
+                        self.send_to_child(line.clone());
+                    } else {
+                        let seq = self.seq;
+                        self.dispatch(Queued { line: line.clone(), requests: smallvec![(id, seq)] });
+                    }
                 }
             }
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
@@ -625,7 +631,7 @@ impl Supervisor {
         for env in items {
             match env.kind {
                 Kind::Request { id, method } => {
-                    if self.accept_client_request(&id, &method, env.params, None) {
+                    if self.accept_client_request(&id, &method, env.params, None, false) {
                         requests.push((id, self.seq));
                     }
                 }
@@ -641,8 +647,15 @@ impl Supervisor {
 
     /// Checks and records a client request; answers it at once and returns false if it cannot
     /// be taken.
-    fn accept_client_request(&mut self, id: &Id, method: &str, params: Option<&str>, line: Option<&Bytes>) -> bool {
-        if self.client_reqs.contains(id) || self.own.contains(id) {
+    fn accept_client_request(
+        &mut self,
+        id: &Id,
+        method: &str,
+        params: Option<&str>,
+        line: Option<&Bytes>,
+        sent: bool,
+    ) -> bool {
+        if self.client_reqs.contains(id) || (!self.own.is_empty() && self.own.contains(id)) {
             tracing::warn!(%id, method, "client reused an id that is still in flight");
             let msg = format!("request id {id} is already in flight; ids must be unique among pending requests");
             self.reply_error(Some(id), INVALID_REQUEST, &msg, json!({ "reason": "duplicate_id" }));
@@ -664,7 +677,7 @@ impl Supervisor {
                 seq: self.seq,
                 received: now,
                 deadline: self.cfg.request_timeout.map(|t| now + t),
-                sent: false,
+                sent,
             },
         );
         true
@@ -702,9 +715,15 @@ impl Supervisor {
     }
 
     /// Sends a client message to the child now, or queues it while the child restarts.
+    /// Whether a client message can go to the child at once (not queued behind a restart).
+    fn can_send_now(&self) -> bool {
+        matches!(self.state, ChildState::Up { phase: Phase::Ready, .. })
+            && self.restart.is_none()
+            && self.queue.is_empty()
+    }
+
     fn dispatch(&mut self, item: Queued) {
-        let ready = matches!(self.state, ChildState::Up { phase: Phase::Ready, .. }) && self.restart.is_none();
-        if ready && self.queue.is_empty() {
+        if self.can_send_now() {
             self.deliver(item);
         } else if self.queue.len() < self.cfg.queue_limit {
             self.queue.push_back(item);
