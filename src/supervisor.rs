@@ -627,6 +627,12 @@ impl Supervisor {
 
     /// Batches are forwarded as they are; their requests are tracked one by one.
     fn on_client_batch(&mut self, items: Vec<Envelope<'_>>, line: &Bytes) {
+        if items.is_empty() {
+            tracing::warn!("client sent an empty batch");
+            let data = json!({ "reason": "invalid_request" });
+            self.reply_error(None, INVALID_REQUEST, "Invalid Request: empty batch", data);
+            return;
+        }
         let mut requests = SmallVec::new();
         for env in items {
             match env.kind {

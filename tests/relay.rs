@@ -212,3 +212,57 @@ fn large_messages_pass_through_without_piling_up_in_memory() {
     let grew_mib = (peak_rss_kib(v.pid()) - before) as f64 / 1024.0;
     assert!(grew_mib < 8.0, "mcpvisor's peak memory grew by {grew_mib:.1} MiB relaying {count} MiB messages");
 }
+
+#[test]
+fn hostile_client_input_is_answered_and_the_session_goes_on() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    // A raw NUL byte (a control character) inside a string, and one outside: not JSON.
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"s\":\"a\x00b\"}}\n");
+    assert_eq!(v.recv()["error"]["code"], json!(-32700));
+    v.send_raw(b"\x00\n");
+    assert_eq!(v.recv()["error"]["code"], json!(-32700));
+    // An escaped NUL is valid JSON and reaches the server unchanged.
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"echo\",\"params\":{\"s\":\"a\\u0000b\"}}\n");
+    assert_eq!(v.response(&json!(2))["result"]["echo"]["s"], json!("a\u{0}b"));
+    // An empty batch is an invalid request (JSON-RPC 2.0), answered with id null.
+    v.send_raw(b"[]\n");
+    let e = v.recv();
+    assert_eq!((e["error"]["code"].clone(), e["id"].clone()), (json!(-32600), Value::Null), "{e}");
+    // A method that is not a string: invalid request, answered with the request's id.
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":3,\"method\":42}\n");
+    assert_eq!(v.response(&json!(3))["error"]["code"], json!(-32600));
+    // Ids of every legal shape come back exactly as sent.
+    for id in [json!(-7), json!(1.5), json!(""), json!("ü-id")] {
+        assert_eq!(v.request(id.clone(), "echo", json!({}))["id"], id);
+    }
+    assert_eq!(v.request(5, "echo", json!({"after": "all that"}))["result"]["echo"]["after"], json!("all that"));
+}
+
+#[test]
+fn a_gigabyte_line_is_skipped_without_buffering_it() {
+    let mut v = Visor::test_server(Vec::<String>::new()).arg("--max-message-size").arg("1MiB").spawn();
+    v.initialize();
+    let before = peak_rss_kib(v.pid());
+    let chunk = vec![b'a'; 1 << 20];
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"echo\",\"params\":{\"s\":\"");
+    for _ in 0..1024 {
+        v.send_raw(&chunk);
+    }
+    v.send_raw(b"\"}}\n");
+    let e = v.response(&json!(1));
+    assert_eq!(e["error"]["data"]["reason"], json!("too_large"), "{e}");
+    let grew_mib = (peak_rss_kib(v.pid()) - before) as f64 / 1024.0;
+    assert!(grew_mib < 16.0, "mcpvisor's peak memory grew by {grew_mib:.1} MiB: it buffered the line");
+    assert_eq!(v.request(2, "echo", json!({}))["id"], json!(2));
+}
+
+#[test]
+fn a_last_line_without_newline_is_answered_before_exit() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    v.send_raw(b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"echo\",\"params\":{\"last\":true}}");
+    v.close_stdin();
+    assert_eq!(v.response(&json!(9))["result"]["echo"]["last"], json!(true));
+    assert!(v.wait_exit(std::time::Duration::from_secs(10)).success());
+}
