@@ -35,6 +35,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
+use crate::cli::EnvVar;
 use crate::framing::{Frame, FramedReader};
 use crate::writer::Outbox;
 
@@ -44,7 +45,7 @@ pub struct ChildSpec {
     pub program: OsString,
     pub args: Vec<OsString>,
     pub cwd: Option<PathBuf>,
-    pub env: Vec<(OsString, OsString)>,
+    pub env: Vec<EnvVar>,
 }
 
 impl ChildSpec {
@@ -211,7 +212,7 @@ impl Child {
                 cmd.env_remove(&key);
             }
         }
-        cmd.envs(spec.env.iter().map(|(k, v)| (k, v)));
+        cmd.envs(spec.env.iter().map(|var| (&var.key, &var.value)));
 
         // Listen for SIGCHLD before the child exists, so an instant exit cannot be missed.
         let sigchld = signal(SignalKind::child()).map_err(|e| SpawnError::new(spec, e))?;

@@ -83,7 +83,7 @@ pub struct RunArgs {
 
     /// Extra environment variable for the server (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(OsString, OsString)>,
+    pub env: Vec<EnvVar>,
 
     /// After closing the server's stdin, how long to wait before SIGTERM.
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
@@ -209,10 +209,32 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(size)
 }
 
-fn parse_env(s: &str) -> Result<(OsString, OsString), String> {
+/// An environment variable for the server. Values are often secrets (API keys), so `Debug` shows
+/// the key only, and nothing in mcpvisor prints a value: logs, `status` and metrics name keys.
+#[derive(Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub key: OsString,
+    pub value: OsString,
+}
+
+impl EnvVar {
+    pub fn new(key: impl Into<OsString>, value: impl Into<OsString>) -> EnvVar {
+        EnvVar { key: key.into(), value: value.into() }
+    }
+}
+
+impl std::fmt::Debug for EnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}=<redacted>", self.key.to_string_lossy())
+    }
+}
+
+fn parse_env(s: &str) -> Result<EnvVar, String> {
     match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.into(), v.into())),
-        _ => Err(format!("`{s}` is not KEY=VALUE")),
+        Some((k, v)) if !k.is_empty() => Ok(EnvVar::new(k, v)),
+        // The text is not repeated: it may be a secret that lost its `KEY=`.
+        Some(_) => Err("the variable name before `=` is empty".into()),
+        None => Err("expected KEY=VALUE (no `=` found; the value is not shown)".into()),
     }
 }
 
@@ -249,6 +271,7 @@ mod tests {
         let cli = Cli::try_parse_from(["mcpvisor", "run", "--env", "A=b=c", "--", "server", "--flag"]).expect("parse");
         let Command::Run(args) = cli.command else { panic!("not run") };
         assert_eq!(args.command, vec![OsString::from("server"), OsString::from("--flag")]);
-        assert_eq!(args.env, vec![(OsString::from("A"), OsString::from("b=c"))]);
+        assert_eq!(args.env, vec![EnvVar::new("A", "b=c")]);
+        assert_eq!(format!("{:?}", args.env), "[A=<redacted>]");
     }
 }

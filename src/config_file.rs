@@ -136,7 +136,7 @@ mod tests {
         assert_eq!(args.max_restarts, 7, "the command line overrides the file");
         assert_eq!(args.ping_interval, std::time::Duration::from_secs(5));
         assert!(args.no_retry);
-        assert_eq!(args.env, vec![(OsString::from("K"), OsString::from("v"))]);
+        assert_eq!(args.env, vec![crate::cli::EnvVar::new("K", "v")]);
         assert_eq!(args.command, vec![OsString::from("srv"), OsString::from("a")]);
     }
 

@@ -3,8 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::error::ErrorKind;
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{CommandFactory, Parser};
+use std::error::Error as _;
 
 use mcpvisor::cli::{Cli, Command, RunArgs};
 use mcpvisor::commands;
@@ -92,7 +93,17 @@ fn usage_error(e: clap::Error) -> ExitCode {
         _ => {}
     }
     let rendered = e.render().to_string();
-    let first = rendered.lines().next().unwrap_or("invalid usage").trim_start_matches("error: ");
+    let mut first = rendered.lines().next().unwrap_or("invalid usage").trim_start_matches("error: ").to_owned();
+    // clap quotes the rejected value; for --env that may be a secret, so the value is left out.
+    if let (ErrorKind::ValueValidation, Some(ContextValue::String(arg))) = (e.kind(), e.get(ContextKind::InvalidArg)) {
+        if arg.starts_with("--env") {
+            let why = match e.source() {
+                Some(source) => source.to_string(),
+                None => "expected KEY=VALUE".to_owned(),
+            };
+            first = format!("invalid value for '{arg}': {why}");
+        }
+    }
     let hint = if matches!(e.kind(), ErrorKind::MissingRequiredArgument | ErrorKind::UnknownArgument)
         && std::env::args().nth(1).as_deref() == Some("run")
         && !std::env::args().any(|a| a == "--")

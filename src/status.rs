@@ -87,6 +87,10 @@ pub struct Status {
     pub mcpvisor_version: String,
     pub mcpvisor_pid: u32,
     pub command: Vec<String>,
+    /// The names of the variables given to the server with `--env` or the config file's `[env]`;
+    /// never their values.
+    #[serde(default)]
+    pub env_keys: Vec<String>,
     pub state: State,
     pub child: Option<ChildStatus>,
     pub restarts: Restarts,
@@ -127,6 +131,9 @@ impl Status {
             ("state", self.state.as_str().to_owned()),
             ("command", self.command.join(" ")),
         ];
+        if !self.env_keys.is_empty() {
+            rows.push(("env", format!("{} (values not shown)", self.env_keys.join(", "))));
+        }
         match &self.child {
             Some(c) => rows
                 .push(("server", format!("pid {}, generation {}, up {}", c.pid, c.generation, human(c.uptime_secs)))),

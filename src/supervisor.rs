@@ -1431,6 +1431,7 @@ impl Supervisor {
                 .chain(&self.cfg.spec.args)
                 .map(|a| a.to_string_lossy().into_owned())
                 .collect(),
+            env_keys: self.cfg.spec.env.iter().map(|var| var.key.to_string_lossy().into_owned()).collect(),
             state,
             child,
             restarts: status::Restarts {

@@ -296,3 +296,40 @@ fn a_slow_control_client_is_cut_off_without_blocking_anything() {
     let r: Value = serde_json::from_str(&line).unwrap();
     assert!(r["error"].as_str().unwrap().contains("no complete request"), "{r}");
 }
+
+#[test]
+fn environment_values_reach_the_server_but_never_logs_status_or_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mcpvisor.toml");
+    let server = test_server_bin().display().to_string();
+    std::fs::write(&cfg, format!("command = [{server:?}]\n[env]\nFILE_TOKEN = \"file-secret-4711\"\n")).unwrap();
+    let mut v = Visor::command(Vec::<String>::new())
+        .args(["--config", cfg.to_str().unwrap(), "--env", "CLI_TOKEN=cli-secret-0815", "--name", "sec"])
+        .args(["--log-level", "debug", "--backoff-initial", "10ms"])
+        .spawn_without_command();
+    v.initialize();
+    let got =
+        |v: &mut Visor, id: i64, name: &str| v.request(id, "env", json!({ "name": name }))["result"]["value"].clone();
+    assert_eq!(got(&mut v, 1, "FILE_TOKEN"), json!("file-secret-4711"));
+    assert_eq!(got(&mut v, 2, "CLI_TOKEN"), json!("cli-secret-0815"));
+    // A crash and a restart go through the paths that describe the server.
+    v.request(3, "crash", json!({}));
+    assert_eq!(got(&mut v, 4, "CLI_TOKEN"), json!("cli-secret-0815"));
+    v.wait_control();
+    let status = String::from_utf8_lossy(&v.ctl(&["status", "sec", "--json"]).stdout).into_owned();
+    let keys: Value = serde_json::from_str::<Value>(&status).unwrap()["env_keys"].clone();
+    assert_eq!(keys, json!(["FILE_TOKEN", "CLI_TOKEN"]), "{status}");
+    let human = String::from_utf8_lossy(&v.ctl(&["status", "sec"]).stdout).into_owned();
+    assert!(human.contains("FILE_TOKEN, CLI_TOKEN"), "{human}");
+    let metrics = String::from_utf8_lossy(&v.ctl(&["metrics", "sec"]).stdout).into_owned();
+    for text in [&status, &human, &metrics, &v.log()] {
+        assert!(!text.contains("file-secret-4711") && !text.contains("cli-secret-0815"), "a value leaked:\n{text}");
+    }
+    // A malformed --env is refused without repeating what may be a secret.
+    let out = std::process::Command::new(mcpvisor_bin())
+        .args(["run", "--env", "ghp_notakey", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("ghp_notakey"));
+}

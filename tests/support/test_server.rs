@@ -13,6 +13,7 @@
 //!
 //! Methods (besides initialize, ping, server/discover, tools/list, resources/*, logging/setLevel):
 //!   echo {..}                 → {"echo": params, "pid": pid}
+//!   env {"name"}              → {"value": the variable's value or null}
 //!   slow {"ms": n}            → answers after n ms (other requests keep flowing)
 //!   huge {"bytes": n}         → a result with an n-byte string
 //!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...} ["after_ms": n] → dies without answering
@@ -234,6 +235,10 @@ fn main() {
             "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => reply(result(&id, json!({}))),
             "resources/read" => reply(result(&id, json!({"contents": [], "pid": pid}))),
             "echo" | "tools/call" => reply(result(&id, json!({"echo": params, "pid": pid}))),
+            "env" => {
+                let name = params.get("name").and_then(Value::as_str).unwrap_or("");
+                reply(result(&id, json!({"value": std::env::var(name).ok()})))
+            }
             "slow" => {
                 let ms = params.get("ms").and_then(Value::as_u64).unwrap_or(100);
                 let out = out.clone();
