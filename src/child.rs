@@ -358,6 +358,38 @@ fn signal_group(pid: Pid, signal: Signal) {
     }
 }
 
+/// Makes mcpvisor the reaper of its servers' orphans: a descendant whose parent dies (a daemon that
+/// double-forked, or one that called setsid to leave the server's process group and session) is
+/// re-parented to mcpvisor instead of init, so [`kill_orphans`] can find it. Best effort.
+pub fn become_subreaper() {
+    if let Err(e) = nix::sys::prctl::set_child_subreaper(true) {
+        tracing::debug!("cannot become a child subreaper: {e}; escaped grandchildren will go to init");
+    }
+}
+
+/// Kills and reaps mcpvisor's children other than a running server: descendants of a server that
+/// is gone, which left its process group (so the group kill missed them) and were re-parented to
+/// mcpvisor. Called when no server is running. Returns their pids.
+pub fn kill_orphans() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut killed = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
+        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
+        if ppid != Some(me) {
+            continue;
+        }
+        let pid = Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+        let _ = waitpid(pid, None);
+        killed.push(pid.as_raw());
+    }
+    killed
+}
+
 /// Capacity asked for the child's stdin and stdout pipes: a whole large message fits, so it is
 /// handed to the kernel in one write (its buffer freed at once, not held in mcpvisor's memory) and
 /// the child reads or writes it without a context switch per 64 KiB. 1 MiB is the default

@@ -299,6 +299,7 @@ impl Supervisor {
             next_watchdog: None,
             cfg,
         };
+        crate::child::become_subreaper();
         let child = sup.spawn_child()?;
         sup.state = ChildState::Up { child, phase: Phase::Ready };
         Ok(sup)
@@ -334,6 +335,9 @@ impl Supervisor {
             "mcpvisor exiting"
         );
         self.state = ChildState::Gone;
+        // Whatever is still parented to mcpvisor now (a server skipped by a forced exit, or its
+        // escaped descendants) must not outlive it.
+        self.reap_orphans();
         let Supervisor { client_out, client_out_task, .. } = self;
         drop(client_out);
         let _ = tokio::time::timeout(Duration::from_secs(2), client_out_task).await;
@@ -1110,6 +1114,18 @@ impl Supervisor {
     }
 
     /// The child has exited and its stdout is drained (or the drain deadline passed).
+    /// With no server running, anything still parented to mcpvisor escaped a server's group.
+    fn reap_orphans(&mut self) {
+        let killed = crate::child::kill_orphans();
+        if !killed.is_empty() {
+            tracing::warn!(
+                generation = self.generation,
+                ?killed,
+                "killed processes the server left behind outside its process group"
+            );
+        }
+    }
+
     fn finish_stop(&mut self) {
         let ChildState::Stopping { child, why, exit, .. } = std::mem::replace(&mut self.state, ChildState::Gone) else {
             return;
@@ -1122,6 +1138,7 @@ impl Supervisor {
 
     fn after_child_gone(&mut self, why: StopWhy, exit: Option<ExitInfo>, uptime: Duration) {
         self.own.clear();
+        self.reap_orphans();
         self.last_end = Some((
             Instant::now(),
             match &why {

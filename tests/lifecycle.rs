@@ -301,3 +301,49 @@ fn a_config_file_configures_run_and_the_command_line_overrides_it() {
     assert!(err.contains("mcpvisor.toml:2: `max-restarts`"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[test]
+fn a_grandchild_that_left_the_group_does_not_stall_restarts_and_is_killed() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--backoff-initial", "10ms"]).spawn();
+    v.initialize();
+    let gc = v.request(1, "setsid_grandchild", json!({}))["result"]["pid"].as_i64().unwrap() as i32;
+    wait_for("the grandchild's own session", TIMEOUT, || {
+        let stat = std::fs::read_to_string(format!("/proc/{gc}/stat")).ok()?;
+        let sid: i32 = stat.rsplit(')').next()?.split_whitespace().nth(3)?.parse().ok()?;
+        (sid == gc).then_some(())
+    });
+    let start = Instant::now();
+    let e = v.request(2, "crash", json!({"code": 3}));
+    assert_eq!(e["error"]["data"]["exit"], json!({"code": 3}), "{e}");
+    assert!(v.request(3, "echo", json!({}))["result"].is_object());
+    assert!(start.elapsed() < Duration::from_secs(2), "the restart waited for the grandchild's pipes");
+    // Out of the group, so the group kill misses it; mcpvisor (a subreaper) inherits and kills it.
+    wait_for("the escaped grandchild killed", TIMEOUT, || (!process_alive(gc)).then_some(()));
+    v.close_stdin();
+    assert_eq!(v.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn a_server_that_closes_stdout_but_keeps_running_is_replaced() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--backoff-initial", "10ms"]).spawn();
+    v.initialize();
+    let first = v.request(1, "echo", json!({}))["result"]["pid"].clone();
+    assert!(v.request(2, "close_stdout", json!({}))["result"].is_object());
+    v.wait_generation(2);
+    let r = v.request(3, "echo", json!({}));
+    assert!(r["result"]["pid"].is_number() && r["result"]["pid"] != first, "{r}");
+    let pid = first.as_i64().unwrap() as i32;
+    wait_for("the old server stopped", TIMEOUT, || (!process_alive(pid)).then_some(()));
+}
+
+#[test]
+fn a_server_dying_mid_line_gets_its_request_an_error_and_no_half_line_reaches_stdout() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--backoff-initial", "10ms"]).spawn();
+    v.initialize();
+    // The half line is not JSON-RPC: it is diverted, and as it names request 5, that gets an error.
+    let e = v.request(5, "half_line", json!({}));
+    assert_eq!(e["error"]["code"], json!(-32603), "{e}");
+    v.wait_generation(2);
+    assert!(v.request(6, "echo", json!({}))["result"].is_object());
+    assert!(v.stdout_seen.iter().all(|l| !l.contains("partial")), "{:?}", v.stdout_seen);
+}

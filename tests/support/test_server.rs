@@ -14,6 +14,9 @@
 //! Methods (besides initialize, ping, server/discover, tools/list, resources/*, logging/setLevel):
 //!   echo {..}                 → {"echo": params, "pid": pid}
 //!   env {"name"}              → {"value": the variable's value or null}
+//!   setsid_grandchild         → starts `setsid sleep 1000` (its own session, holding stdout)
+//!   close_stdout              → answers, then closes stdout and keeps running
+//!   half_line                 → writes half of its answer, then exits with code 4
 //!   slow {"ms": n}            → answers after n ms (other requests keep flowing)
 //!   huge {"bytes": n}         → a result with an n-byte string
 //!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...} ["after_ms": n] → dies without answering
@@ -235,6 +238,26 @@ fn main() {
             "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => reply(result(&id, json!({}))),
             "resources/read" => reply(result(&id, json!({"contents": [], "pid": pid}))),
             "echo" | "tools/call" => reply(result(&id, json!({"echo": params, "pid": pid}))),
+            "setsid_grandchild" => {
+                // A new session: out of the server's process group, holding stdout and stderr.
+                let gc = Command::new("setsid").arg("sleep").arg("1000").stdin(Stdio::null()).spawn();
+                reply(result(&id, json!({"pid": gc.map(|c| c.id()).unwrap_or(0)})))
+            }
+            "close_stdout" => {
+                // Answer, then close stdout (by pointing fd 1 at /dev/null) and keep running.
+                reply(result(&id, json!({})));
+                if let Ok(null) = std::fs::File::open("/dev/null") {
+                    let _ = nix::unistd::dup2_stdout(&null);
+                }
+            }
+            "half_line" => {
+                // Die in the middle of writing the answer.
+                let text = format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"result\":{{\"partial\":", id);
+                let mut stdout = std::io::stdout().lock();
+                let _ = stdout.write_all(text.as_bytes());
+                let _ = stdout.flush();
+                std::process::exit(4);
+            }
             "env" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
                 reply(result(&id, json!({"value": std::env::var(name).ok()})))
