@@ -134,6 +134,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N", default_value_t = 1000)]
     pub queue_limit: usize,
 
+    /// At most N client requests outstanding at the server; later ones wait in mcpvisor's queue,
+    /// and while that is full mcpvisor stops reading the client (backpressure). 0: no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_inflight: usize,
+
     /// Do not re-send safe requests (tools/list, resources/read, ...) that were in flight at a crash;
     /// answer them with an error instead.
     #[arg(long)]

@@ -17,6 +17,8 @@ pub struct RunConfig {
     pub policy: PolicyConfig,
     pub on_failure: OnFailure,
     pub queue_limit: usize,
+    /// Most client requests outstanding at the child (`--max-inflight`); `None`: no limit.
+    pub max_inflight: Option<usize>,
     pub retry: bool,
     /// `None` when liveness checks are off.
     pub ping_interval: Option<Duration>,
@@ -59,6 +61,7 @@ impl RunConfig {
             },
             on_failure: args.on_failure,
             queue_limit: args.queue_limit,
+            max_inflight: (args.max_inflight > 0).then_some(args.max_inflight),
             retry: !args.no_retry,
             ping_interval: (!args.ping_interval.is_zero()).then_some(args.ping_interval),
             ping_timeout: args.ping_timeout,

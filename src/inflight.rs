@@ -61,11 +61,18 @@ pub struct ClientRequest {
     pub sent: bool,
 }
 
-/// Client requests in flight, with an index of their deadlines.
+/// Client requests in flight, with an index of their deadlines and a count of those the child owes.
 #[derive(Debug, Default)]
 pub struct ClientTable {
     map: IdMap<ClientRequest>,
     deadlines: BTreeMap<(Instant, u64), Id>,
+    /// How many entries are sent and not open subscriptions (see [`Self::awaiting_child`]).
+    awaiting: usize,
+}
+
+/// Whether a request counts as one the child is working on.
+fn owed(req: &ClientRequest) -> bool {
+    req.sent && &*req.method != LISTEN
 }
 
 impl ClientTable {
@@ -73,27 +80,35 @@ impl ClientTable {
         if let Some(d) = req.deadline {
             self.deadlines.insert((d, req.seq), id.clone());
         }
+        self.awaiting += usize::from(owed(&req));
         if let Some(old) = self.map.insert(id, req) {
-            if let Some(d) = old.deadline {
-                self.deadlines.remove(&(d, old.seq));
-            }
+            self.forget(&old);
         }
     }
 
     pub fn remove(&mut self, id: &Id) -> Option<ClientRequest> {
         let req = self.map.remove(id)?;
+        self.forget(&req);
+        Some(req)
+    }
+
+    fn forget(&mut self, req: &ClientRequest) {
         if let Some(d) = req.deadline {
             self.deadlines.remove(&(d, req.seq));
         }
-        Some(req)
+        self.awaiting -= usize::from(owed(req));
     }
 
     pub fn get(&self, id: &Id) -> Option<&ClientRequest> {
         self.map.get(id)
     }
 
-    pub fn get_mut(&mut self, id: &Id) -> Option<&mut ClientRequest> {
-        self.map.get_mut(id)
+    /// Records that request `id` (the one that arrived as number `seq`) went to the child.
+    pub fn mark_sent(&mut self, id: &Id, seq: u64) {
+        if let Some(req) = self.map.get_mut(id).filter(|r| r.seq == seq && !r.sent) {
+            req.sent = true;
+            self.awaiting += usize::from(owed(req));
+        }
     }
 
     pub fn contains(&self, id: &Id) -> bool {
@@ -110,7 +125,7 @@ impl ClientTable {
 
     /// Requests the child has been sent and still owes an answer, excluding open subscriptions.
     pub fn awaiting_child(&self) -> usize {
-        self.map.values().filter(|r| r.sent && &*r.method != LISTEN).count()
+        self.awaiting
     }
 
     /// The earliest request deadline.
@@ -127,6 +142,7 @@ impl ClientTable {
             }
             let id = entry.remove();
             if let Some(req) = self.map.remove(&id) {
+                self.awaiting -= usize::from(owed(&req));
                 out.push((id, req));
             }
         }
@@ -145,6 +161,7 @@ impl ClientTable {
     /// Removes and returns every request.
     pub fn take_all(&mut self) -> Vec<(Id, ClientRequest)> {
         self.deadlines.clear();
+        self.awaiting = 0;
         let mut out: Vec<(Id, ClientRequest)> = self.map.drain().collect();
         out.sort_by_key(|(_, r)| r.seq);
         out
@@ -216,6 +233,24 @@ mod tests {
 
     fn req(seq: u64, deadline: Option<Instant>, sent: bool) -> ClientRequest {
         ClientRequest { method: "x".into(), line: None, seq, received: Instant::now(), deadline, sent }
+    }
+
+    #[test]
+    fn counts_what_the_child_owes() {
+        let mut t = ClientTable::default();
+        let now = Instant::now();
+        t.insert(Id::string("a"), req(1, Some(now), false));
+        t.insert(Id::string("b"), req(2, None, true));
+        assert_eq!(t.awaiting_child(), 1);
+        t.mark_sent(&Id::string("a"), 1);
+        t.mark_sent(&Id::string("a"), 1);
+        assert_eq!(t.awaiting_child(), 2);
+        assert_eq!(t.take_expired(now).len(), 1);
+        assert_eq!(t.awaiting_child(), 1);
+        t.insert(Id::string("b"), req(3, None, false));
+        assert_eq!(t.awaiting_child(), 0);
+        t.remove(&Id::string("b"));
+        assert_eq!((t.awaiting_child(), t.len()), (0, 0));
     }
 
     #[test]

@@ -370,9 +370,12 @@ impl Supervisor {
     }
 
     /// Whether to take client input now: not after EOF, and not while the child's stdin is
-    /// congested (backpressure).
+    /// congested or the queue is full because of `--max-inflight` (backpressure: the server is
+    /// up, so waiting for its answers beats refusing messages).
     fn reading_client(&self) -> bool {
-        !self.client_eof && !self.client_gone && !self.child_in.as_ref().is_some_and(Outbox::congested)
+        let held_back = self.child_in.as_ref().is_some_and(Outbox::congested)
+            || (self.child_ready() && self.queue.len() >= self.cfg.queue_limit);
+        !self.client_eof && !self.client_gone && !held_back
     }
 
     /// Whether to take the child's output now: not while the client's stdout is congested.
@@ -445,6 +448,10 @@ impl Supervisor {
     /// Moves the state machine along after any event: finishes stops, drains, restarts.
     fn advance(&mut self) {
         let now = Instant::now();
+        // Answers free --max-inflight slots for queued requests.
+        if !self.queue.is_empty() && self.child_ready() {
+            self.flush_queue();
+        }
         self.report_to_systemd();
         if let ChildState::Stopping { exit: Some(_), drain_until, .. } = &self.state {
             if self.child_out.is_none() || drain_until.is_some_and(|d| now >= d) || self.forced {
@@ -724,14 +731,22 @@ impl Supervisor {
         }
     }
 
-    /// Sends a client message to the child now, or queues it while the child restarts.
-    /// Whether a client message can go to the child at once (not queued behind a restart).
+    /// Whether a client message can go to the child at once (not queued behind a restart, nor
+    /// over `--max-inflight`).
     fn can_send_now(&self) -> bool {
-        matches!(self.state, ChildState::Up { phase: Phase::Ready, .. })
-            && self.restart.is_none()
-            && self.queue.is_empty()
+        self.child_ready() && self.queue.is_empty() && self.below_max_inflight()
     }
 
+    fn child_ready(&self) -> bool {
+        matches!(self.state, ChildState::Up { phase: Phase::Ready, .. }) && self.restart.is_none()
+    }
+
+    fn below_max_inflight(&self) -> bool {
+        self.cfg.max_inflight.map_or(true, |max| self.client_reqs.awaiting_child() < max)
+    }
+
+    /// Sends a client message to the child now, or queues it (while the child restarts, or over
+    /// `--max-inflight`).
     fn dispatch(&mut self, item: Queued) {
         if self.can_send_now() {
             self.deliver(item);
@@ -756,16 +771,17 @@ impl Supervisor {
             return; // every request in it was cancelled or timed out while it waited
         }
         for (id, seq) in &item.requests {
-            if let Some(req) = self.client_reqs.get_mut(id).filter(|r| r.seq == *seq) {
-                req.sent = true;
-            }
+            self.client_reqs.mark_sent(id, *seq);
         }
         self.send_to_child(item.line);
     }
 
+    /// Sends queued messages in order, as far as `--max-inflight` allows.
     fn flush_queue(&mut self) {
-        while let Some(item) = self.queue.pop_front() {
-            self.deliver(item);
+        while self.queue.front().is_some_and(|item| item.requests.is_empty() || self.below_max_inflight()) {
+            if let Some(item) = self.queue.pop_front() {
+                self.deliver(item);
+            }
         }
     }
 

@@ -266,3 +266,26 @@ fn a_last_line_without_newline_is_answered_before_exit() {
     assert_eq!(v.response(&json!(9))["result"]["echo"]["last"], json!(true));
     assert!(v.wait_exit(std::time::Duration::from_secs(10)).success());
 }
+
+#[test]
+fn max_inflight_holds_requests_back_until_answers_free_a_slot() {
+    let (_rec_dir, rec) = record_file();
+    let mut v = Visor::test_server(["--record", &rec]).args(["--max-inflight", "2", "--queue-limit", "3"]).spawn();
+    v.initialize();
+    // Ten slow requests at once: two reach the server, three wait in the queue, and the rest wait
+    // in the pipe (mcpvisor stops reading) rather than being refused.
+    for i in 0..10 {
+        v.send(&json!({"jsonrpc": "2.0", "id": i, "method": "slow", "params": {"ms": 300}}));
+    }
+    let at_server = || std::fs::read_to_string(&rec).unwrap_or_default().matches("\"slow\"").count();
+    wait_for("two requests at the server", TIMEOUT, || (at_server() == 2).then_some(()));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert_eq!(at_server(), 2, "more than --max-inflight requests reached the server");
+    let status = v.ctl(&["status", "--json"]);
+    let status: Value = serde_json::from_slice::<Vec<Value>>(&status.stdout).unwrap().remove(0);
+    assert_eq!((status["in_flight"].clone(), status["queued"].clone()), (json!(2), json!(3)), "{status}");
+    for i in 0..10 {
+        assert_eq!(v.response(&json!(i))["result"]["slept_ms"], json!(300), "request {i}");
+    }
+    assert_eq!(at_server(), 10);
+}
