@@ -46,6 +46,8 @@ pub struct ChildSpec {
     pub args: Vec<OsString>,
     pub cwd: Option<PathBuf>,
     pub env: Vec<EnvVar>,
+    /// `--limit-nofile`: RLIMIT_NOFILE (soft and hard) for the server.
+    pub limit_nofile: Option<u64>,
 }
 
 impl ChildSpec {
@@ -213,6 +215,17 @@ impl Child {
             }
         }
         cmd.envs(spec.env.iter().map(|var| (&var.key, &var.value)));
+        if let Some(limit) = spec.limit_nofile {
+            // SAFETY: the closure runs in the forked child before exec, where only
+            // async-signal-safe calls are allowed; setrlimit is a plain system call that neither
+            // allocates nor takes locks. std offers no safe way to set a limit for the child only.
+            unsafe {
+                cmd.pre_exec(move || {
+                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
+                        .map_err(std::io::Error::from)
+                });
+            }
+        }
 
         // Listen for SIGCHLD before the child exists, so an instant exit cannot be missed.
         let sigchld = signal(SignalKind::child()).map_err(|e| SpawnError::new(spec, e))?;
@@ -388,6 +401,26 @@ pub fn kill_orphans() -> Vec<i32> {
         killed.push(pid.as_raw());
     }
     killed
+}
+
+/// The resident memory, in bytes, of the processes in process group `pgid` (a server and the
+/// descendants that stayed in its group).
+pub fn group_rss_bytes(pgid: u32) -> u64 {
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut pages = 0;
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // After the last ')': state ppid pgrp ...
+        let pgrp = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if pgrp != Some(pgid) {
+            continue;
+        }
+        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
+        pages += statm.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
+    }
+    pages * page
 }
 
 /// Capacity asked for the child's stdin and stdout pipes: a whole large message fits, so it is

@@ -97,6 +97,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
     pub max_message_size: usize,
 
+    /// Restart the server (gracefully, counted as a crash with cause "memory") when the resident
+    /// memory of its process group exceeds SIZE; checked every second.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub max_memory: Option<usize>,
+
+    /// Limit on open files (RLIMIT_NOFILE) for the server and its children.
+    #[arg(long, value_name = "N")]
+    pub limit_nofile: Option<u64>,
+
     /// Write mcpvisor's logs (and the server's stderr) to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,

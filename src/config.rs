@@ -14,6 +14,8 @@ pub struct RunConfig {
     pub spec: ChildSpec,
     pub stop: StopTimings,
     pub max_message_size: usize,
+    /// `--max-memory`: resident bytes of the server's process group that trigger a restart.
+    pub max_memory: Option<usize>,
     pub policy: PolicyConfig,
     pub on_failure: OnFailure,
     pub queue_limit: usize,
@@ -49,9 +51,11 @@ impl RunConfig {
                 args: rest.to_vec(),
                 cwd: args.cwd.clone(),
                 env: args.env.clone(),
+                limit_nofile: args.limit_nofile,
             },
             stop: StopTimings { grace: args.stop_grace, kill_after: args.kill_after },
             max_message_size: args.max_message_size,
+            max_memory: args.max_memory,
             policy: PolicyConfig {
                 max_restarts: args.max_restarts,
                 window: args.restart_window,

@@ -103,7 +103,7 @@ pub fn render(m: &Metrics, s: &Status) -> String {
     w.family("mcpvisor_restarts_total", "counter", "server restarts, automatic and requested");
     w.sample("mcpvisor_restarts_total", &[], m.restarts);
     w.family("mcpvisor_crashes_total", "counter", "unexpected server ends by cause");
-    for cause in ["exit_code", "signal", "hung", "stdout_closed", "rebuild_failed", "spawn_failure"] {
+    for cause in ["exit_code", "signal", "hung", "stdout_closed", "rebuild_failed", "spawn_failure", "memory"] {
         w.sample("mcpvisor_crashes_total", &[("cause", cause)], m.crashes.get(cause).copied().unwrap_or(0));
     }
     w.family("mcpvisor_restart_limit_hits_total", "counter", "times the restart limit was reached");

@@ -56,6 +56,8 @@ const ERROR_STDERR_LINES: usize = 10;
 const DIVERTED_LOG_BYTES: usize = 2048;
 /// How many already-buffered lines are handled in one go before other events get a turn.
 const BATCH: usize = 256;
+/// How often the server's memory is measured when `--max-memory` is set.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
 
 /// Exit statuses of `mcpvisor run`.
 pub mod exit_code {
@@ -74,6 +76,8 @@ enum Cause {
     Hung,
     RebuildFailed(String),
     SpawnFailed(String),
+    /// Over `--max-memory`, with the resident bytes measured.
+    Memory(u64),
 }
 
 impl Cause {
@@ -84,6 +88,7 @@ impl Cause {
             Cause::Hung => "hung",
             Cause::RebuildFailed(_) => "rebuild_failed",
             Cause::SpawnFailed(_) => "spawn_failed",
+            Cause::Memory(_) => "memory",
         }
     }
 }
@@ -240,6 +245,8 @@ pub struct Supervisor {
     /// timer per loop round would register and cancel a timer entry for every message).
     timer: Pin<Box<Sleep>>,
     timer_at: Option<Instant>,
+    /// When to measure the server's memory next (`--max-memory`).
+    memory_check_at: Option<Instant>,
     /// What the last STATUS line sent to systemd showed: state, server pid, restarts in window.
     reported: Option<(status::State, Option<u32>, usize)>,
     next_watchdog: Option<Instant>,
@@ -295,6 +302,7 @@ impl Supervisor {
             now: Instant::now(),
             timer: Box::pin(sleep_until(Instant::now().into())),
             timer_at: None,
+            memory_check_at: None,
             reported: None,
             next_watchdog: None,
             cfg,
@@ -516,6 +524,7 @@ impl Supervisor {
             self.restart.as_ref().map(|r| r.deadline),
             self.stdout_closed_deadline,
             self.next_watchdog,
+            self.memory_check_at,
         ]
         .into_iter()
         .flatten()
@@ -551,6 +560,7 @@ impl Supervisor {
             );
         }
         self.check_liveness(now);
+        self.check_memory(now);
         if self.stdout_closed_deadline.is_some_and(|d| now >= d) {
             self.stdout_closed_deadline = None;
             if matches!(self.state, ChildState::Up { .. }) {
@@ -957,6 +967,27 @@ impl Supervisor {
 
     // ----- liveness ----------------------------------------------------------------------
 
+    /// `--max-memory`: a server whose process group holds more is stopped and restarted.
+    fn check_memory(&mut self, now: Instant) {
+        let (Some(at), Some(limit)) = (self.memory_check_at, self.cfg.max_memory) else { return };
+        if now < at {
+            return;
+        }
+        self.memory_check_at = Some(now + MEMORY_CHECK);
+        let ChildState::Up { child, .. } = &self.state else { return };
+        let rss = crate::child::group_rss_bytes(child.pid);
+        if rss > limit as u64 {
+            tracing::warn!(
+                generation = self.generation,
+                rss_mib = rss >> 20,
+                limit_mib = limit >> 20,
+                "server is over --max-memory; restarting it"
+            );
+            self.memory_check_at = None;
+            self.crash(Cause::Memory(rss));
+        }
+    }
+
     fn liveness_deadline(&self) -> Option<Instant> {
         let interval = self.cfg.ping_interval?;
         if !matches!(self.state, ChildState::Up { phase: Phase::Ready, .. }) || !self.session.established() {
@@ -1008,6 +1039,7 @@ impl Supervisor {
         self.child_in = Some(stdin);
         self.child_out = Some(stdout);
         self.liveness = Liveness { last_output: Some(Instant::now()), ..Liveness::default() };
+        self.memory_check_at = self.cfg.max_memory.map(|_| Instant::now() + MEMORY_CHECK);
         Ok(child)
     }
 
@@ -1170,6 +1202,7 @@ impl Supervisor {
                 (Cause::StdoutClosed, _) => "stdout_closed",
                 (Cause::RebuildFailed(_), _) => "rebuild_failed",
                 (Cause::SpawnFailed(_), _) => "spawn_failure",
+                (Cause::Memory(_), _) => "memory",
             };
             *self.metrics.crashes.entry(label).or_default() += 1;
         }
@@ -1270,6 +1303,11 @@ impl Supervisor {
             (Cause::StdoutClosed, _) => "closed its stdout".to_owned(),
             (Cause::RebuildFailed(d), _) => format!("could not be re-initialized ({d})"),
             (Cause::SpawnFailed(d), _) => format!("could not be started ({d})"),
+            (Cause::Memory(bytes), _) => format!(
+                "used {} MiB of memory, over the limit of {} MiB (mcpvisor --max-memory)",
+                bytes >> 20,
+                self.cfg.max_memory.unwrap_or_default() >> 20
+            ),
             (Cause::Exited, Some(exit)) => format!("crashed ({exit})"),
             (Cause::Exited, None) => "crashed".to_owned(),
         };
@@ -1439,6 +1477,7 @@ impl Supervisor {
             description: match (cause, self.last_exit, &self.last_spawn_error) {
                 ("spawn_failed", _, Some(e)) => e.clone(),
                 ("hung", _, _) => "hung (liveness probes unanswered)".into(),
+                ("memory", _, _) => "over --max-memory".into(),
                 (_, Some(exit), _) => exit.to_string(),
                 _ => cause.replace('_', " "),
             },

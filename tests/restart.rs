@@ -302,3 +302,27 @@ fn an_initialize_in_flight_at_a_crash_is_resent_even_with_no_retry() {
     assert_eq!(r["result"]["serverInfo"]["name"], json!("test-server"), "{r}");
     assert!(v.request(1, "echo", json!({}))["result"].is_object());
 }
+
+#[test]
+fn a_server_over_max_memory_is_restarted_with_cause_memory() {
+    let mut v =
+        Visor::test_server(Vec::<String>::new()).args(["--max-memory", "48MiB", "--backoff-initial", "10ms"]).spawn();
+    v.initialize();
+    assert_eq!(v.request(1, "alloc", json!({"mb": 100}))["result"]["held_mb"], json!(100));
+    // In flight when the next check (once a second) finds the server over the limit.
+    let e = v.request(2, "slow", json!({"ms": 10_000}));
+    assert_eq!(e["error"]["data"]["cause"], json!("memory"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap().contains("--max-memory"), "{e}");
+    v.wait_generation(2);
+    assert!(v.request(3, "echo", json!({}))["result"].is_object());
+    v.wait_control();
+    let metrics = String::from_utf8_lossy(&v.ctl(&["metrics"]).stdout).into_owned();
+    assert!(metrics.contains("cause=\"memory\"} 1"), "{metrics}");
+}
+
+#[test]
+fn limit_nofile_applies_to_the_server() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--limit-nofile", "123"]).spawn();
+    v.initialize();
+    assert_eq!(v.request(1, "nofile", json!({}))["result"]["soft"], json!(123));
+}

@@ -17,6 +17,8 @@
 //!   setsid_grandchild         → starts `setsid sleep 1000` (its own session, holding stdout)
 //!   close_stdout              → answers, then closes stdout and keeps running
 //!   half_line                 → writes half of its answer, then exits with code 4
+//!   alloc {"mb": n}           → allocates, touches and keeps n MiB more
+//!   nofile                    → {"soft": its RLIMIT_NOFILE soft limit}
 //!   slow {"ms": n}            → answers after n ms (other requests keep flowing)
 //!   huge {"bytes": n}         → a result with an n-byte string
 //!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...} ["after_ms": n] → dies without answering
@@ -158,6 +160,7 @@ fn main() {
     let mut era = o.era;
     let mut initialized = false;
     let mut requests = 0u64;
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
 
     let stdin = std::io::stdin();
     for line in stdin.lock().split(b'\n') {
@@ -257,6 +260,20 @@ fn main() {
                 let _ = stdout.write_all(text.as_bytes());
                 let _ = stdout.flush();
                 std::process::exit(4);
+            }
+            "alloc" => {
+                // Allocate and touch this many MiB, and keep them.
+                let mb = params.get("mb").and_then(Value::as_u64).unwrap_or(10) as usize;
+                hoard.push(vec![1u8; mb << 20]);
+                reply(result(&id, json!({"held_mb": hoard.iter().map(Vec::len).sum::<usize>() >> 20})))
+            }
+            "nofile" => {
+                let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+                let soft = limits
+                    .lines()
+                    .find(|l| l.starts_with("Max open files"))
+                    .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok());
+                reply(result(&id, json!({"soft": soft})))
             }
             "env" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
