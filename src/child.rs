@@ -26,6 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{setrlimit, Resource};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, waitpid, Id as WaitId, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -48,6 +49,8 @@ pub struct ChildSpec {
     pub env: Vec<EnvVar>,
     /// `--limit-nofile`: RLIMIT_NOFILE (soft and hard) for the server.
     pub limit_nofile: Option<u64>,
+    /// `--limit-as`: RLIMIT_AS (soft and hard), in bytes.
+    pub limit_as: Option<u64>,
 }
 
 impl ChildSpec {
@@ -215,14 +218,22 @@ impl Child {
             }
         }
         cmd.envs(spec.env.iter().map(|var| (&var.key, &var.value)));
-        if let Some(limit) = spec.limit_nofile {
+        let limits: Vec<(Resource, u64)> =
+            [(Resource::RLIMIT_NOFILE, spec.limit_nofile), (Resource::RLIMIT_AS, spec.limit_as)]
+                .into_iter()
+                .filter_map(|(resource, limit)| Some((resource, limit?)))
+                .collect();
+        if !limits.is_empty() {
             // SAFETY: the closure runs in the forked child before exec, where only
             // async-signal-safe calls are allowed; setrlimit is a plain system call that neither
-            // allocates nor takes locks. std offers no safe way to set a limit for the child only.
+            // allocates nor takes locks (the list was built before the fork). std offers no safe
+            // way to set a limit for the child only.
             unsafe {
                 cmd.pre_exec(move || {
-                    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, limit, limit)
-                        .map_err(std::io::Error::from)
+                    for (resource, limit) in &limits {
+                        setrlimit(*resource, *limit, *limit).map_err(std::io::Error::from)?;
+                    }
+                    Ok(())
                 });
             }
         }

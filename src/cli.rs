@@ -106,6 +106,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "N")]
     pub limit_nofile: Option<u64>,
 
+    /// Limit on address space (RLIMIT_AS) for the server and each of its children: allocations
+    /// past it fail inside the server instead of exhausting the machine.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    pub limit_as: Option<usize>,
+
     /// Write mcpvisor's logs (and the server's stderr) to this file instead of stderr.
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,

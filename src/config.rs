@@ -52,6 +52,7 @@ impl RunConfig {
                 cwd: args.cwd.clone(),
                 env: args.env.clone(),
                 limit_nofile: args.limit_nofile,
+                limit_as: args.limit_as.map(|b| b as u64),
             },
             stop: StopTimings { grace: args.stop_grace, kill_after: args.kill_after },
             max_message_size: args.max_message_size,

@@ -321,8 +321,9 @@ fn a_server_over_max_memory_is_restarted_with_cause_memory() {
 }
 
 #[test]
-fn limit_nofile_applies_to_the_server() {
-    let mut v = Visor::test_server(Vec::<String>::new()).args(["--limit-nofile", "123"]).spawn();
+fn resource_limits_apply_to_the_server() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--limit-nofile", "123", "--limit-as", "4GiB"]).spawn();
     v.initialize();
-    assert_eq!(v.request(1, "nofile", json!({}))["result"]["soft"], json!(123));
+    let r = v.request(1, "limits", json!({}));
+    assert_eq!(r["result"], json!({"nofile": 123, "as": 4u64 << 30}), "{r}");
 }

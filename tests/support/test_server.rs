@@ -18,7 +18,7 @@
 //!   close_stdout              → answers, then closes stdout and keeps running
 //!   half_line                 → writes half of its answer, then exits with code 4
 //!   alloc {"mb": n}           → allocates, touches and keeps n MiB more
-//!   nofile                    → {"soft": its RLIMIT_NOFILE soft limit}
+//!   limits                    → {"nofile": n, "as": bytes}: its soft RLIMIT_NOFILE and RLIMIT_AS
 //!   slow {"ms": n}            → answers after n ms (other requests keep flowing)
 //!   huge {"bytes": n}         → a result with an n-byte string
 //!   crash {"code": n} | {"signal": "KILL"|"SEGV"|...} ["after_ms": n] → dies without answering
@@ -267,13 +267,13 @@ fn main() {
                 hoard.push(vec![1u8; mb << 20]);
                 reply(result(&id, json!({"held_mb": hoard.iter().map(Vec::len).sum::<usize>() >> 20})))
             }
-            "nofile" => {
+            "limits" => {
                 let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-                let soft = limits
-                    .lines()
-                    .find(|l| l.starts_with("Max open files"))
-                    .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok());
-                reply(result(&id, json!({"soft": soft})))
+                let soft = |name: &str| {
+                    let line = limits.lines().find(|l| l.starts_with(name))?;
+                    line[name.len()..].split_whitespace().next()?.parse::<u64>().ok()
+                };
+                reply(result(&id, json!({"nofile": soft("Max open files"), "as": soft("Max address space")})))
             }
             "env" => {
                 let name = params.get("name").and_then(Value::as_str).unwrap_or("");
