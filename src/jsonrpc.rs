@@ -107,6 +107,8 @@ pub struct Envelope<'a> {
     pub kind: Kind,
     pub params: Option<&'a str>,
     pub result: Option<&'a str>,
+    /// A batch member's own text (empty for a single message, whose text is the line).
+    pub raw: &'a str,
 }
 
 /// A classified line.
@@ -134,7 +136,7 @@ pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
             items
                 .into_iter()
                 .map(|text| match json_scan::object_fields(text) {
-                    Some(fields) => classify(fields),
+                    Some(fields) => Envelope { raw: text, ..classify(fields) },
                     None => invalid(None, "batch member is not a JSON object"),
                 })
                 .collect(),
@@ -144,7 +146,7 @@ pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
 }
 
 fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
-    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None }
+    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: "" }
 }
 
 fn classify(raw: Fields<'_>) -> Envelope<'_> {
@@ -172,7 +174,7 @@ fn classify(raw: Fields<'_>) -> Envelope<'_> {
         },
         (None, None) => return invalid(None, "neither a request, a notification nor a response"),
     };
-    Envelope { kind, params: raw.params, result: raw.result.or(raw.error) }
+    Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "" }
 }
 
 /// The few `params` fields mcpvisor looks at.

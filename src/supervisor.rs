@@ -153,6 +153,14 @@ struct Queued {
     requests: SmallVec<[(Id, u64); 1]>,
 }
 
+/// A client batch whose answers are being gathered.
+#[derive(Debug, Default)]
+struct PendingBatch {
+    /// Requests of the batch not answered yet.
+    waiting: usize,
+    answers: Vec<Bytes>,
+}
+
 #[derive(Debug, Default)]
 struct Liveness {
     last_output: Option<Instant>,
@@ -221,6 +229,10 @@ pub struct Supervisor {
     server_reqs: IdMap<ServerRequest>,
     /// Requests a dead child had sent to the client: their late answers are dropped.
     orphaned_server_reqs: IdSet,
+    /// Client batches being answered, and which batch each of their requests belongs to.
+    batches: std::collections::HashMap<u64, PendingBatch>,
+    batch_of: IdMap<u64>,
+    next_batch: u64,
     own: OwnIds,
     queue: VecDeque<Queued>,
     seq: u64,
@@ -284,6 +296,9 @@ impl Supervisor {
             client_reqs: ClientTable::default(),
             server_reqs: IdMap::default(),
             orphaned_server_reqs: IdSet::default(),
+            batches: std::collections::HashMap::new(),
+            batch_of: IdMap::default(),
+            next_batch: 0,
             own: OwnIds::default(),
             queue: VecDeque::new(),
             seq: 0,
@@ -646,7 +661,9 @@ impl Supervisor {
         }
     }
 
-    /// Batches are forwarded as they are; their requests are tracked one by one.
+    /// A batch is taken apart: each member goes to the server as a message of its own (servers of
+    /// the 2025-06-18 protocol no longer accept batches), invalid members are answered here, and
+    /// the answers are gathered into one array for the client, as JSON-RPC requires.
     fn on_client_batch(&mut self, items: Vec<Envelope<'_>>, line: &Bytes) {
         if items.is_empty() {
             tracing::warn!("client sent an empty batch");
@@ -654,22 +671,101 @@ impl Supervisor {
             self.reply_error(None, INVALID_REQUEST, "Invalid Request: empty batch", data);
             return;
         }
-        let mut requests = SmallVec::new();
+        self.next_batch += 1;
+        let number = self.next_batch;
+        self.batches.insert(number, PendingBatch::default());
         for env in items {
+            let member = line.slice_ref(env.raw.as_bytes());
             match env.kind {
                 Kind::Request { id, method } => {
-                    if self.accept_client_request(&id, &method, env.params, None, false) {
-                        requests.push((id, self.seq));
+                    if self.client_reqs.contains(&id) || self.own.contains(&id) {
+                        let msg =
+                            format!("request id {id} is already in flight; ids must be unique among pending requests");
+                        let data = json!({ "reason": "duplicate_id", "source": "mcpvisor" });
+                        *self.metrics.errors.entry("duplicate_id".into()).or_default() += 1;
+                        self.batch_answer(
+                            number,
+                            jsonrpc::error_response(Some(&id), INVALID_REQUEST, &msg, Some(data)),
+                        );
+                        continue;
+                    }
+                    if let Some(batch) = self.batches.get_mut(&number) {
+                        batch.waiting += 1;
+                    }
+                    self.batch_of.insert(id.clone(), number);
+                    let send_now = self.can_send_now();
+                    if self.accept_client_request(&id, &method, env.params, Some(&member), send_now) {
+                        if send_now {
+                            self.send_to_child(member);
+                        } else {
+                            let seq = self.seq;
+                            self.dispatch(Queued { line: member, requests: smallvec![(id, seq)] });
+                        }
                     }
                 }
-                Kind::Notification { method } => self.session.on_client_notification(&method),
-                Kind::Response { id, .. } => {
-                    self.server_reqs.remove(&id);
+                Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
+                Kind::Response { id, .. } => self.on_client_response(&id, &member),
+                Kind::Invalid { id, reason } => {
+                    let msg = format!("Invalid Request: {reason}");
+                    let data = json!({ "reason": "invalid_request", "source": "mcpvisor" });
+                    *self.metrics.errors.entry("invalid_request".into()).or_default() += 1;
+                    self.batch_answer(number, jsonrpc::error_response(id.as_ref(), INVALID_REQUEST, &msg, Some(data)));
                 }
-                Kind::Invalid { .. } => {}
             }
         }
-        self.dispatch(Queued { line: line.clone(), requests });
+        self.finish_batch(number);
+    }
+
+    /// Sends the answer to a client request, or keeps it for the batch the request came in.
+    fn answer(&mut self, id: &Id, line: Bytes) {
+        match self.batch_of.remove(id) {
+            Some(number) => {
+                if let Some(batch) = self.batches.get_mut(&number) {
+                    batch.waiting = batch.waiting.saturating_sub(1);
+                }
+                self.batch_answer(number, line);
+                self.finish_batch(number);
+            }
+            None => self.send_to_client(line),
+        }
+    }
+
+    fn batch_answer(&mut self, number: u64, line: Bytes) {
+        if let Some(batch) = self.batches.get_mut(&number) {
+            batch.answers.push(line);
+        }
+    }
+
+    /// A request that will never be answered (cancelled before it reached the server) no longer
+    /// holds up its batch.
+    fn batch_forget(&mut self, id: &Id) {
+        if let Some(number) = self.batch_of.remove(id) {
+            if let Some(batch) = self.batches.get_mut(&number) {
+                batch.waiting = batch.waiting.saturating_sub(1);
+            }
+            self.finish_batch(number);
+        }
+    }
+
+    /// Sends a batch's answers as one array once nothing in it is outstanding. A batch of
+    /// notifications only gets no answer at all.
+    fn finish_batch(&mut self, number: u64) {
+        if self.batches.get(&number).is_some_and(|b| b.waiting == 0) {
+            if let Some(batch) = self.batches.remove(&number) {
+                if !batch.answers.is_empty() {
+                    let mut out = Vec::with_capacity(batch.answers.iter().map(|a| a.len() + 1).sum::<usize>() + 1);
+                    out.push(b'[');
+                    for (i, answer) in batch.answers.iter().enumerate() {
+                        if i > 0 {
+                            out.push(b',');
+                        }
+                        out.extend_from_slice(answer);
+                    }
+                    out.push(b']');
+                    self.send_to_client(Bytes::from(out));
+                }
+            }
+        }
     }
 
     /// Checks and records a client request; answers it at once and returns false if it cannot
@@ -714,12 +810,14 @@ impl Supervisor {
         self.session.on_client_notification(method);
         if method == "notifications/cancelled" {
             if let Some(target) = Params::read(params).request_id() {
-                match self.client_reqs.remove(&target) {
-                    Some(req) if !req.sent => {
-                        tracing::debug!(id = %target, "client cancelled a request that had not reached the server");
-                        return;
-                    }
-                    _ => {}
+                // A cancelled request gets no answer, so its batch stops waiting for one.
+                let removed = self.client_reqs.remove(&target);
+                if removed.is_some() {
+                    self.batch_forget(&target);
+                }
+                if removed.is_some_and(|req| !req.sent) {
+                    tracing::debug!(id = %target, "client cancelled a request that had not reached the server");
+                    return;
                 }
             }
         }
@@ -889,7 +987,7 @@ impl Supervisor {
                     self.session.on_child_result(id, &req.method, result);
                 }
                 self.metrics.latency.observe(self.now.saturating_duration_since(req.received));
-                self.send_to_client(line);
+                self.answer(id, line);
             }
             None => {
                 tracing::debug!(%id, "dropping a server response with no request in flight (answered, cancelled or timed out)")
@@ -962,7 +1060,11 @@ impl Supervisor {
         data["source"] = json!("mcpvisor");
         let reason = data["reason"].as_str().unwrap_or("other").to_owned();
         *self.metrics.errors.entry(reason).or_default() += 1;
-        self.send_to_client(jsonrpc::error_response(id, code, message, Some(data)));
+        let line = jsonrpc::error_response(id, code, message, Some(data));
+        match id {
+            Some(id) => self.answer(id, line),
+            None => self.send_to_client(line),
+        }
     }
 
     // ----- liveness ----------------------------------------------------------------------

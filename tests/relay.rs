@@ -125,16 +125,34 @@ fn string_and_number_ids_are_distinct_and_duplicates_in_flight_are_refused() {
 }
 
 #[test]
-fn batches_are_forwarded_as_they_are() {
+fn batches_are_answered_as_one_array_with_errors_for_bad_members() {
     let (_rec_dir, rec) = record_file();
     let mut v = Visor::test_server(["--record", &rec]).spawn();
     v.initialize();
-    let batch = r#"[{"jsonrpc":"2.0","id":"b1","method":"echo"},{"jsonrpc":"2.0","method":"notifications/x"}]"#;
+    v.send(&json!({"jsonrpc": "2.0", "id": "busy", "method": "slow", "params": {"ms": 3000}}));
+    let member = r#"{"jsonrpc":"2.0","id":"b1","method":"echo","params":{"x":1}}"#;
+    let batch = format!(
+        r#"[{member},{{"jsonrpc":"2.0","method":"notifications/x"}},{{"foo":1}},5,{{"jsonrpc":"2.0","id":"busy","method":"echo"}},{{"jsonrpc":"2.0","id":"b2","method":"slow","params":{{"ms":50}}}}]"#
+    );
     v.send_raw(format!("{batch}\n").as_bytes());
-    wait_for("batch at the server", TIMEOUT, || std::fs::read_to_string(&rec).ok().filter(|s| s.contains(batch)));
-    // The batch's request is tracked: reusing its id while in flight is refused.
-    let dup = v.request("b1", "echo", json!({}));
-    assert_eq!(dup["error"]["data"]["reason"], json!("duplicate_id"));
+    // The server (which, like current MCP servers, ignores batches) gets each member on its own.
+    wait_for("the members at the server", TIMEOUT, || {
+        std::fs::read_to_string(&rec).ok().filter(|s| s.lines().any(|l| l == member) && s.contains("notifications/x"))
+    });
+    let answer = v.recv_matching("the batch's answer", Value::is_array);
+    let answers = answer.as_array().unwrap();
+    assert_eq!(answers.len(), 5, "two requests answered, three members refused: {answer}");
+    let by_id = |id: Value| answers.iter().find(|a| a["id"] == id).cloned().unwrap_or(Value::Null);
+    assert_eq!(by_id(json!("b1"))["result"]["echo"]["x"], json!(1), "{answer}");
+    assert_eq!(by_id(json!("b2"))["result"]["slept_ms"], json!(50), "{answer}");
+    assert_eq!(by_id(json!("busy"))["error"]["data"]["reason"], json!("duplicate_id"), "{answer}");
+    let invalid = answers.iter().filter(|a| a["id"].is_null() && a["error"]["code"] == json!(-32600)).count();
+    assert_eq!(invalid, 2, "{answer}");
+    // A batch of notifications only is not answered; the session goes on.
+    v.send_raw(b"[{\"jsonrpc\":\"2.0\",\"method\":\"notifications/y\"}]\n");
+    assert_eq!(v.response(&json!("busy"))["result"]["slept_ms"], json!(3000));
+    assert!(v.request(2, "echo", json!({}))["result"].is_object());
+    assert!(v.drain_pending(std::time::Duration::from_millis(100)).iter().all(|m| !m.is_array()));
 }
 
 #[test]

@@ -327,3 +327,20 @@ fn resource_limits_apply_to_the_server() {
     let r = v.request(1, "limits", json!({}));
     assert_eq!(r["result"], json!({"nofile": 123, "as": 4u64 << 30}), "{r}");
 }
+
+#[test]
+fn a_crash_answers_a_batchs_requests_in_one_array() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--backoff-initial", "10ms"]).spawn();
+    v.initialize();
+    v.send_raw(
+        br#"[{"jsonrpc":"2.0","id":"c1","method":"slow","params":{"ms":5000}},{"jsonrpc":"2.0","id":"c2","method":"crash","params":{"code":7}}]
+"#,
+    );
+    let answer = v.recv_matching("the batch's answer", Value::is_array);
+    let answers = answer.as_array().unwrap();
+    assert_eq!(answers.len(), 2, "{answer}");
+    for a in answers {
+        assert_eq!(a["error"]["data"]["reason"], json!("server_crashed"), "{answer}");
+    }
+    assert!(v.request(1, "echo", json!({}))["result"].is_object());
+}
