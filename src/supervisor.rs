@@ -718,6 +718,10 @@ impl Supervisor {
 
     /// Sends the answer to a client request, or keeps it for the batch the request came in.
     fn answer(&mut self, id: &Id, line: Bytes) {
+        if self.batch_of.is_empty() {
+            self.send_to_client(line);
+            return;
+        }
         match self.batch_of.remove(id) {
             Some(number) => {
                 if let Some(batch) = self.batches.get_mut(&number) {
