@@ -233,6 +233,8 @@ fn hung_server_is_detected_by_probes_and_replaced() {
     v.wait_log("server is hung");
     let r = v.request(2, "echo", json!({}));
     assert!(r["result"].is_object());
+    // The log is written by its own thread: wait for the line rather than assume it is there.
+    v.wait_generation(2);
     assert_eq!(v.server_pids().len(), 2);
     for line in &v.stdout_seen {
         assert!(!line.contains("mcpvisor-"), "probe answer leaked: {line}");
