@@ -32,12 +32,13 @@ use nix::sys::wait::{waitid, waitpid, Id as WaitId, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::net::unix::pipe;
 use tokio::signal::unix::{signal, SignalKind};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
 
 use crate::cli::EnvVar;
 use crate::framing::{Frame, FramedReader};
+use crate::procfs;
 use crate::writer::Outbox;
 
 /// What to run.
@@ -245,7 +246,17 @@ impl Child {
         let pipes = (std_child.stdin.take(), std_child.stdout.take(), std_child.stderr.take());
         let reaped = Arc::new(Mutex::new(false));
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
-        tokio::spawn(watch(Pid::from_raw(pid as i32), generation, timings, sigchld, ctl_rx, exits, reaped.clone()));
+        let (stderr_done_tx, stderr_done) = oneshot::channel();
+        tokio::spawn(watch(Watched {
+            pid: Pid::from_raw(pid as i32),
+            generation,
+            timings,
+            sigchld,
+            ctl: ctl_rx,
+            exits,
+            reaped: reaped.clone(),
+            stderr_done,
+        }));
 
         let other = |e: std::io::Error| SpawnError::Other { program: spec.display(), source: e };
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
@@ -261,7 +272,7 @@ impl Child {
         let (stdin, _) = Outbox::spawn(stdin, move |e| {
             tracing::debug!(generation, "writing to the child's stdin failed: {e}");
         });
-        let stderr_task = tokio::spawn(drain_stderr(stderr, generation, tail));
+        let stderr_task = tokio::spawn(drain_stderr(stderr, generation, tail, stderr_done_tx));
         let child = Child { pid, generation, started: Instant::now(), ctl, stderr_task, reaped };
         Ok((child, stdin, FramedReader::new(stdout, max_message)))
     }
@@ -301,15 +312,21 @@ enum Phase {
     Killed,
 }
 
-async fn watch(
+/// What the watcher task owns for one child.
+struct Watched {
     pid: Pid,
     generation: u64,
     timings: StopTimings,
-    mut sigchld: tokio::signal::unix::Signal,
-    mut ctl: mpsc::UnboundedReceiver<StopCmd>,
+    sigchld: tokio::signal::unix::Signal,
+    ctl: mpsc::UnboundedReceiver<StopCmd>,
     exits: mpsc::UnboundedSender<ChildExit>,
     reaped: Arc<Mutex<bool>>,
-) {
+    /// Fires when the stderr drain reaches the end of the pipe.
+    stderr_done: oneshot::Receiver<()>,
+}
+
+async fn watch(watched: Watched) {
+    let Watched { pid, generation, timings, mut sigchld, mut ctl, exits, reaped, stderr_done } = watched;
     let mut phase = Phase::Running;
     let mut ctl_open = true;
     let exit = loop {
@@ -361,6 +378,9 @@ async fn watch(
         let _ = waitpid(pid, None);
         *reaped = true;
     }
+    // The last stderr lines (a panic message, say) explain the exit: let the drain reach the end
+    // of the pipe before the exit is reported, unless an escaped process still holds it open.
+    let _ = tokio::time::timeout(STDERR_SETTLE, stderr_done).await;
     let _ = exits.send(ChildExit { generation, exit });
 }
 
@@ -396,20 +416,12 @@ pub fn become_subreaper() {
 /// mcpvisor. Called when no server is running. Returns their pids.
 pub fn kill_orphans() -> Vec<i32> {
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
     let mut killed = Vec::new();
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so read after the last ')'.
-        let ppid = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(1)?.parse::<i32>().ok());
-        if ppid != Some(me) {
-            continue;
-        }
-        let pid = Pid::from_raw(pid);
+    for orphan in procfs::processes().into_iter().filter(|p| p.ppid == me) {
+        let pid = Pid::from_raw(orphan.pid);
         let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
         let _ = waitpid(pid, None);
-        killed.push(pid.as_raw());
+        killed.push(orphan.pid);
     }
     killed
 }
@@ -417,21 +429,7 @@ pub fn kill_orphans() -> Vec<i32> {
 /// The resident memory, in bytes, of the processes in process group `pgid` (a server and the
 /// descendants that stayed in its group).
 pub fn group_rss_bytes(pgid: u32) -> u64 {
-    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
-    let mut pages = 0;
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        // After the last ')': state ppid pgrp ...
-        let pgrp = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
-        if pgrp != Some(pgid) {
-            continue;
-        }
-        let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
-        pages += statm.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0);
-    }
-    pages * page
+    procfs::processes().into_iter().filter(|p| p.pgrp == pgid as i32).map(|p| procfs::resident_bytes(p.pid)).sum()
 }
 
 /// Capacity asked for the child's stdin and stdout pipes: a whole large message fits, so it is
@@ -448,7 +446,10 @@ pub fn enlarge_pipe(fd: &impl std::os::fd::AsFd) {
     }
 }
 
-async fn drain_stderr(stderr: pipe::Receiver, generation: u64, tail: SharedTail) {
+/// How long an exit report waits for the child's stderr to reach its end.
+const STDERR_SETTLE: Duration = Duration::from_millis(100);
+
+async fn drain_stderr(stderr: pipe::Receiver, generation: u64, tail: SharedTail, done: oneshot::Sender<()>) {
     let mut lines = FramedReader::new(stderr, STDERR_MAX_LINE);
     while let Ok(Some(frame)) = lines.next().await {
         let line = match frame {
@@ -462,4 +463,5 @@ async fn drain_stderr(stderr: pipe::Receiver, generation: u64, tail: SharedTail)
             tail.push(line);
         }
     }
+    let _ = done.send(());
 }

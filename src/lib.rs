@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod policy;
+pub mod procfs;
 pub mod session;
 pub mod signals;
 pub mod status;

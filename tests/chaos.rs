@@ -38,27 +38,8 @@ fn proc_count(pid: i32, what: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/{what}")).map(|d| d.count()).unwrap_or(0)
 }
 
-/// (pid, state) of each process whose parent is `parent`.
-fn children_of(parent: i32) -> Vec<(i32, char)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        if fields.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(parent) {
-            out.push((pid, fields.first().and_then(|s| s.chars().next()).unwrap_or('?')));
-        }
-    }
-    out
-}
-
 fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
+    mcpvisor::procfs::resident_bytes(pid) / 1024
 }
 
 #[test]
@@ -157,8 +138,8 @@ fn chaos_soak_loses_nothing_and_leaks_nothing() {
     let (fds, tasks, rss) = warm;
     let end = (proc_count(visor_pid, "fd"), proc_count(visor_pid, "task"), rss_kib(visor_pid));
     let generations = v.server_pids();
-    let zombies = children_of(visor_pid).into_iter().filter(|(_, state)| *state == 'Z').count();
-    assert_eq!(zombies, 0, "unreaped children of mcpvisor: {:?}", children_of(visor_pid));
+    let children: Vec<_> = mcpvisor::procfs::processes().into_iter().filter(|p| p.ppid == visor_pid).collect();
+    assert!(children.iter().all(|p| !p.is_zombie()), "unreaped children of mcpvisor: {children:?}");
     v.close_stdin();
     assert_eq!(v.wait_exit(TIMEOUT).code(), Some(0));
 

@@ -42,32 +42,12 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 pub fn process_alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at /proc for its state.
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
-        Err(_) => false,
-    }
+    mcpvisor::procfs::processes().iter().any(|p| p.pid == pid && !p.is_zombie())
 }
 
-/// Processes whose process group is `pgid`.
+/// Processes (not zombies) whose process group is `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return out;
-    };
-    for entry in dir.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
-        // after ")": state ppid pgrp ...
-        if fields.get(2).and_then(|g| g.parse::<i32>().ok()) == Some(pgid) && fields.first() != Some(&"Z") {
-            out.push(pid);
-        }
-    }
-    out
+    mcpvisor::procfs::processes().into_iter().filter(|p| p.pgrp == pgid && !p.is_zombie()).map(|p| p.pid).collect()
 }
 
 /// A running `mcpvisor run`.
