@@ -678,15 +678,14 @@ impl Supervisor {
             let member = line.slice_ref(env.raw.as_bytes());
             match env.kind {
                 Kind::Request { id, method } => {
+                    // Checked here rather than left to accept_client_request: its error would be
+                    // routed by id, i.e. to the request already in flight under that id.
                     if self.client_reqs.contains(&id) || self.own.contains(&id) {
                         let msg =
                             format!("request id {id} is already in flight; ids must be unique among pending requests");
-                        let data = json!({ "reason": "duplicate_id", "source": "mcpvisor" });
-                        *self.metrics.errors.entry("duplicate_id".into()).or_default() += 1;
-                        self.batch_answer(
-                            number,
-                            jsonrpc::error_response(Some(&id), INVALID_REQUEST, &msg, Some(data)),
-                        );
+                        let line =
+                            self.error_line(Some(&id), INVALID_REQUEST, &msg, json!({ "reason": "duplicate_id" }));
+                        self.batch_answer(number, line);
                         continue;
                     }
                     if let Some(batch) = self.batches.get_mut(&number) {
@@ -707,9 +706,9 @@ impl Supervisor {
                 Kind::Response { id, .. } => self.on_client_response(&id, &member),
                 Kind::Invalid { id, reason } => {
                     let msg = format!("Invalid Request: {reason}");
-                    let data = json!({ "reason": "invalid_request", "source": "mcpvisor" });
-                    *self.metrics.errors.entry("invalid_request".into()).or_default() += 1;
-                    self.batch_answer(number, jsonrpc::error_response(id.as_ref(), INVALID_REQUEST, &msg, Some(data)));
+                    let line =
+                        self.error_line(id.as_ref(), INVALID_REQUEST, &msg, json!({ "reason": "invalid_request" }));
+                    self.batch_answer(number, line);
                 }
             }
         }
@@ -1060,15 +1059,20 @@ impl Supervisor {
         }
     }
 
-    fn reply_error(&mut self, id: Option<&Id>, code: i64, message: &str, mut data: serde_json::Value) {
-        data["source"] = json!("mcpvisor");
-        let reason = data["reason"].as_str().unwrap_or("other").to_owned();
-        *self.metrics.errors.entry(reason).or_default() += 1;
-        let line = jsonrpc::error_response(id, code, message, Some(data));
+    fn reply_error(&mut self, id: Option<&Id>, code: i64, message: &str, data: serde_json::Value) {
+        let line = self.error_line(id, code, message, data);
         match id {
             Some(id) => self.answer(id, line),
             None => self.send_to_client(line),
         }
+    }
+
+    /// An error response of mcpvisor's own (`data.source = "mcpvisor"`), counted by its reason.
+    fn error_line(&mut self, id: Option<&Id>, code: i64, message: &str, mut data: serde_json::Value) -> Bytes {
+        data["source"] = json!("mcpvisor");
+        let reason = data["reason"].as_str().unwrap_or("other").to_owned();
+        *self.metrics.errors.entry(reason).or_default() += 1;
+        jsonrpc::error_response(id, code, message, Some(data))
     }
 
     // ----- liveness ----------------------------------------------------------------------
