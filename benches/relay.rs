@@ -271,17 +271,13 @@ impl Setup {
     }
 }
 
-fn rss(pid: u32, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find(|l| l.starts_with(field))?.split_whitespace().nth(1)?.parse().ok()
-}
-
 fn run_round(kind: Kind, cfg: &Config) -> Figures {
     let startup_ms = median((0..cfg.restarts).map(|_| startup(kind)).collect());
     let recovery_ms = (kind == Kind::Mcpvisor).then(|| median((0..cfg.restarts).map(|_| recovery()).collect()));
     let s = spawn(kind);
     s.initialize();
-    let idle_rss_kib = (kind == Kind::Mcpvisor).then(|| rss(s.child.id(), "VmRSS:")).flatten();
+    let idle_rss_kib =
+        (kind == Kind::Mcpvisor).then(|| mcpvisor::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
 
     let mut lat = Vec::with_capacity(cfg.rtt_requests);
     for i in 0..cfg.rtt_requests {
@@ -317,7 +313,8 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         bytes += s.recv();
     }
     let big_mb_per_sec = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
-    let peak_rss_kib = (kind == Kind::Mcpvisor).then(|| rss(s.child.id(), "VmHWM:")).flatten();
+    let peak_rss_kib =
+        (kind == Kind::Mcpvisor).then(|| mcpvisor::procfs::status_kib(s.child.id() as i32, "VmHWM")).flatten();
     s.close();
     Figures {
         rtt_p50_us: pct(0.5),

@@ -124,7 +124,11 @@ pub fn render(m: &Metrics, s: &Status) -> String {
     w.sample("mcpvisor_request_duration_seconds_count", &[], h.count);
     w.family("mcpvisor_in_flight_requests", "gauge", "client requests waiting for the server");
     w.sample("mcpvisor_in_flight_requests", &[], s.in_flight);
-    w.family("mcpvisor_queued_messages", "gauge", "client messages held during a restart");
+    w.family(
+        "mcpvisor_queued_messages",
+        "gauge",
+        "client messages waiting for the server (during a restart, or over --max-inflight)",
+    );
     w.sample("mcpvisor_queued_messages", &[], s.queued);
     w.family("mcpvisor_messages_total", "counter", "protocol messages relayed");
     w.sample("mcpvisor_messages_total", &[("direction", "to_server")], m.messages_to_server);

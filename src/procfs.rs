@@ -9,17 +9,19 @@ pub struct ProcStat {
     pub state: char,
     pub ppid: i32,
     pub pgrp: i32,
+    pub session: i32,
 }
 
 impl ProcStat {
-    /// Parses `/proc/PID/stat`: "pid (comm) state ppid pgrp ...", where comm may hold spaces and
+    /// Parses `/proc/PID/stat`: "pid (comm) state ppid pgrp session ...", where comm may hold spaces and
     /// parentheses, so the fields are read after the last ')'.
     pub fn parse(pid: i32, stat: &str) -> Option<ProcStat> {
         let mut fields = stat.rsplit(')').next()?.split_whitespace();
         let state = fields.next()?.chars().next()?;
         let ppid = fields.next()?.parse().ok()?;
         let pgrp = fields.next()?.parse().ok()?;
-        Some(ProcStat { pid, state, ppid, pgrp })
+        let session = fields.next()?.parse().ok()?;
+        Some(ProcStat { pid, state, ppid, pgrp, session })
     }
 
     pub fn is_zombie(&self) -> bool {
@@ -27,17 +29,15 @@ impl ProcStat {
     }
 }
 
+/// One process, if it exists.
+pub fn process(pid: i32) -> Option<ProcStat> {
+    ProcStat::parse(pid, &std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
 /// Every process that can be read now (processes that end while being read are skipped).
 pub fn processes() -> Vec<ProcStat> {
     let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            ProcStat::parse(pid, &stat)
-        })
-        .collect()
+    entries.flatten().filter_map(|entry| process(entry.file_name().to_str()?.parse::<i32>().ok()?)).collect()
 }
 
 /// Resident memory of one process, in bytes (0 if it is gone).
@@ -47,14 +47,22 @@ pub fn resident_bytes(pid: i32) -> u64 {
     statm.split_whitespace().nth(1).and_then(|r| r.parse::<u64>().ok()).unwrap_or(0) * page
 }
 
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+pub fn status_kib(pid: i32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.strip_prefix(field).is_some_and(|rest| rest.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn parses_a_stat_line_with_an_awkward_name() {
-        let stat = "42 (a (b) c) S 7 42 42 0 -1 4194560";
-        assert_eq!(ProcStat::parse(42, stat), Some(ProcStat { pid: 42, state: 'S', ppid: 7, pgrp: 42 }));
+        let stat = "42 (a (b) c) S 7 42 40 0 -1 4194560";
+        let want = ProcStat { pid: 42, state: 'S', ppid: 7, pgrp: 42, session: 40 };
+        assert_eq!(ProcStat::parse(42, stat), Some(want));
         assert_eq!(ProcStat::parse(1, "garbage"), None);
     }
 
@@ -64,5 +72,7 @@ mod tests {
         let found = processes().into_iter().find(|p| p.pid == me).expect("this process");
         assert!(!found.is_zombie());
         assert!(resident_bytes(me) > 0);
+        assert!(status_kib(me, "VmHWM").is_some_and(|k| k > 0));
+        assert_eq!(status_kib(me, "NoSuchField"), None);
     }
 }

@@ -509,7 +509,7 @@ impl Supervisor {
             _ => {}
         }
         let pid = self.child_pid();
-        let restarts = self.policy.restarts_in_window(Instant::now());
+        let restarts = self.policy.restarts_in_window(self.now);
         if self.reported == Some((state, pid, restarts)) {
             return;
         }
@@ -678,14 +678,11 @@ impl Supervisor {
             let member = line.slice_ref(env.raw.as_bytes());
             match env.kind {
                 Kind::Request { id, method } => {
-                    // Checked here rather than left to accept_client_request: its error would be
-                    // routed by id, i.e. to the request already in flight under that id.
-                    if self.client_reqs.contains(&id) || self.own.contains(&id) {
-                        let msg =
-                            format!("request id {id} is already in flight; ids must be unique among pending requests");
-                        let line =
-                            self.error_line(Some(&id), INVALID_REQUEST, &msg, json!({ "reason": "duplicate_id" }));
-                        self.batch_answer(number, line);
+                    // Checked before the id is mapped to this batch, which would take it from the
+                    // request already in flight under it.
+                    if self.id_in_flight(&id) {
+                        let error = self.duplicate_id_error(&id);
+                        self.batch_answer(number, error);
                         continue;
                     }
                     if let Some(batch) = self.batches.get_mut(&number) {
@@ -771,6 +768,19 @@ impl Supervisor {
         }
     }
 
+    /// Whether a client id is taken: by a client request in flight, or by one of mcpvisor's own.
+    fn id_in_flight(&self, id: &Id) -> bool {
+        self.client_reqs.contains(id) || (!self.own.is_empty() && self.own.contains(id))
+    }
+
+    /// The answer to a request that reuses an id in flight. It is never routed by id (that would
+    /// reach the request already holding the id), so the caller sends it where it belongs.
+    fn duplicate_id_error(&mut self, id: &Id) -> Bytes {
+        tracing::warn!(%id, "client reused an id that is still in flight");
+        let msg = format!("request id {id} is already in flight; ids must be unique among pending requests");
+        self.error_line(Some(id), INVALID_REQUEST, &msg, json!({ "reason": "duplicate_id" }))
+    }
+
     /// Checks and records a client request; answers it at once and returns false if it cannot
     /// be taken.
     fn accept_client_request(
@@ -781,10 +791,9 @@ impl Supervisor {
         line: Option<&Bytes>,
         sent: bool,
     ) -> bool {
-        if self.client_reqs.contains(id) || (!self.own.is_empty() && self.own.contains(id)) {
-            tracing::warn!(%id, method, "client reused an id that is still in flight");
-            let msg = format!("request id {id} is already in flight; ids must be unique among pending requests");
-            self.reply_error(Some(id), INVALID_REQUEST, &msg, json!({ "reason": "duplicate_id" }));
+        if self.id_in_flight(id) {
+            let error = self.duplicate_id_error(id);
+            self.send_to_client(error);
             return false;
         }
         if let Some(refusal) = self.refusal() {

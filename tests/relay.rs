@@ -198,9 +198,7 @@ fn an_invalid_response_is_diverted_and_its_request_answered_with_an_error() {
 
 /// VmHWM (peak resident memory) of a process, in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
-    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("number")
+    mcpvisor::procfs::status_kib(pid, "VmHWM").expect("VmHWM of mcpvisor")
 }
 
 #[test]
