@@ -636,16 +636,7 @@ impl Supervisor {
     fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
         match env.kind {
             Kind::Request { id, method } => {
-                // The common case, a ready child and nothing queued, skips the queue's bookkeeping.
-                let send_now = self.can_send_now();
-                if self.accept_client_request(&id, &method, env.params, Some(line), send_now) {
-                    if send_now {
-                        self.send_to_child(line.clone());
-                    } else {
-                        let seq = self.seq;
-                        self.dispatch(Queued { line: line.clone(), requests: smallvec![(id, seq)] });
-                    }
-                }
+                self.take_client_request(id, &method, env.params, line.clone());
             }
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
             Kind::Response { id, .. } => self.on_client_response(&id, line),
@@ -689,15 +680,7 @@ impl Supervisor {
                         batch.waiting += 1;
                     }
                     self.batch_of.insert(id.clone(), number);
-                    let send_now = self.can_send_now();
-                    if self.accept_client_request(&id, &method, env.params, Some(&member), send_now) {
-                        if send_now {
-                            self.send_to_child(member);
-                        } else {
-                            let seq = self.seq;
-                            self.dispatch(Queued { line: member, requests: smallvec![(id, seq)] });
-                        }
-                    }
+                    self.take_client_request(id, &method, env.params, member);
                 }
                 Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
                 Kind::Response { id, .. } => self.on_client_response(&id, &member),
@@ -764,6 +747,20 @@ impl Supervisor {
                     out.push(b']');
                     self.send_to_client(Bytes::from(out));
                 }
+            }
+        }
+    }
+
+    /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
+    /// taken. The common case, a ready child and nothing queued, skips the queue's bookkeeping.
+    fn take_client_request(&mut self, id: Id, method: &str, params: Option<&str>, line: Bytes) {
+        let send_now = self.can_send_now();
+        if self.accept_client_request(&id, method, params, Some(&line), send_now) {
+            if send_now {
+                self.send_to_child(line);
+            } else {
+                let seq = self.seq;
+                self.dispatch(Queued { line, requests: smallvec![(id, seq)] });
             }
         }
     }
