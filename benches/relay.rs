@@ -277,7 +277,7 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
     let s = spawn(kind);
     s.initialize();
     let idle_rss_kib =
-        (kind == Kind::Mcpvisor).then(|| mcpvisor::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
+        (kind == Kind::Mcpvisor).then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
 
     let mut lat = Vec::with_capacity(cfg.rtt_requests);
     for i in 0..cfg.rtt_requests {
@@ -314,7 +314,7 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
     }
     let big_mb_per_sec = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
     let peak_rss_kib =
-        (kind == Kind::Mcpvisor).then(|| mcpvisor::procfs::status_kib(s.child.id() as i32, "VmHWM")).flatten();
+        (kind == Kind::Mcpvisor).then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmHWM")).flatten();
     s.close();
     Figures {
         rtt_p50_us: pct(0.5),

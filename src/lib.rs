@@ -4,32 +4,26 @@
 //! newline-delimited JSON-RPC both ways, keeps stdout clean, and restarts a crashed or hung
 //! server while rebuilding the session, so that the client never notices.
 //!
-//! Pure logic (framing, envelopes, in-flight tables, session record, restart policy) lives in
-//! modules without I/O; the supervisor loop ties them to processes, pipes, signals and timers.
-//! `docs/architecture.md` describes how the pieces fit.
+//! The layers, from the wire up (`docs/architecture.md` has the picture):
+//! - [`protocol`]: framing, JSON scanning, envelopes, mcpvisor's own errors;
+//! - [`relay`] and [`lifecycle`]: the bookkeeping and decisions, without I/O;
+//! - [`process`], [`io`], [`port`]: server processes, write queues, client ports;
+//! - [`instance`]: one supervised server and its client, driven by one task;
+//! - [`control`], [`http`], [`observe`]: how operators see and steer instances;
+//! - [`app`]: the commands, owning what exists once per process; [`cli`] and [`config`] feed them.
 
 pub mod alloc;
-pub mod child;
+pub mod app;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod config_file;
-pub mod connect;
 pub mod control;
-pub mod framing;
+pub mod exit;
 pub mod http;
-pub mod inflight;
 pub mod instance;
-pub mod json_scan;
-pub mod jsonrpc;
-pub mod logging;
-pub mod metrics;
-pub mod notify;
-pub mod policy;
-pub mod procfs;
-pub mod session;
-pub mod signals;
-pub mod status;
-pub mod stdio;
-pub mod supervisor;
-pub mod writer;
+pub mod io;
+pub mod lifecycle;
+pub mod observe;
+pub mod port;
+pub mod process;
+pub mod protocol;
+pub mod relay;

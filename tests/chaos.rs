@@ -39,7 +39,7 @@ fn proc_count(pid: i32, what: &str) -> usize {
 }
 
 fn rss_kib(pid: i32) -> u64 {
-    mcpvisor::procfs::resident_bytes(pid) / 1024
+    mcpvisor::process::procfs::resident_bytes(pid) / 1024
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn chaos_soak_loses_nothing_and_leaks_nothing() {
     let (fds, tasks, rss) = warm;
     let end = (proc_count(visor_pid, "fd"), proc_count(visor_pid, "task"), rss_kib(visor_pid));
     let generations = v.server_pids();
-    let children: Vec<_> = mcpvisor::procfs::processes().into_iter().filter(|p| p.ppid == visor_pid).collect();
+    let children: Vec<_> = mcpvisor::process::procfs::processes().into_iter().filter(|p| p.ppid == visor_pid).collect();
     assert!(children.iter().all(|p| !p.is_zombie()), "unreaped children of mcpvisor: {children:?}");
     v.close_stdin();
     assert_eq!(v.wait_exit(TIMEOUT).code(), Some(0));

@@ -84,7 +84,7 @@ fn client_configs_wrap_servers_with_mcpvisor_run() {
 #[test]
 fn the_example_config_file_is_valid() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mcpvisor.toml");
-    let (flags, command) = mcpvisor::config_file::flags_from_file(&path).expect("example config parses");
+    let (flags, command) = mcpvisor::cli::config_file::flags_from_file(&path).expect("example config parses");
     assert!(!flags.is_empty());
     assert_eq!(command[0], "npx");
 }

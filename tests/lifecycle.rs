@@ -307,7 +307,9 @@ fn a_grandchild_that_left_the_group_does_not_stall_restarts_and_is_killed() {
     let mut v = Visor::test_server(Vec::<String>::new()).args(["--backoff-initial", "10ms"]).spawn();
     v.initialize();
     let gc = v.request(1, "setsid_grandchild", json!({}))["result"]["pid"].as_i64().unwrap() as i32;
-    wait_for("the grandchild's own session", TIMEOUT, || (mcpvisor::procfs::process(gc)?.session == gc).then_some(()));
+    wait_for("the grandchild's own session", TIMEOUT, || {
+        (mcpvisor::process::procfs::process(gc)?.session == gc).then_some(())
+    });
     let start = Instant::now();
     let e = v.request(2, "crash", json!({"code": 3}));
     assert_eq!(e["error"]["data"]["exit"], json!({"code": 3}), "{e}");

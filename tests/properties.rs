@@ -2,9 +2,9 @@
 //! JSON scanner behind the envelope parser. serde_json is the oracle for what is valid JSON.
 
 use bytes::Bytes;
-use mcpvisor::framing::{Frame, LineSplitter};
-use mcpvisor::json_scan::{self, Top};
-use mcpvisor::jsonrpc;
+use mcpvisor::protocol::framing::{Frame, LineSplitter};
+use mcpvisor::protocol::json_scan::{self, Top};
+use mcpvisor::protocol::jsonrpc;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
 

@@ -198,7 +198,7 @@ fn an_invalid_response_is_diverted_and_its_request_answered_with_an_error() {
 
 /// VmHWM (peak resident memory) of a process, in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
-    mcpvisor::procfs::status_kib(pid, "VmHWM").expect("VmHWM of mcpvisor")
+    mcpvisor::process::procfs::status_kib(pid, "VmHWM").expect("VmHWM of mcpvisor")
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcpvisor::{json_scan, jsonrpc};
+use mcpvisor::protocol::{json_scan, jsonrpc};
 
 fuzz_target!(|data: &[u8]| {
     let _ = jsonrpc::parse(data);

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use mcpvisor::framing::{Frame, LineSplitter};
+use mcpvisor::protocol::framing::{Frame, LineSplitter};
 
 const MAX: usize = 64;
 

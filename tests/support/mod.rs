@@ -42,12 +42,16 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 
 pub fn process_alive(pid: i32) -> bool {
     // A zombie still answers kill(0); look at /proc for its state.
-    mcpvisor::procfs::processes().iter().any(|p| p.pid == pid && !p.is_zombie())
+    mcpvisor::process::procfs::processes().iter().any(|p| p.pid == pid && !p.is_zombie())
 }
 
 /// Processes (not zombies) whose process group is `pgid`.
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    mcpvisor::procfs::processes().into_iter().filter(|p| p.pgrp == pgid && !p.is_zombie()).map(|p| p.pid).collect()
+    mcpvisor::process::procfs::processes()
+        .into_iter()
+        .filter(|p| p.pgrp == pgid && !p.is_zombie())
+        .map(|p| p.pid)
+        .collect()
 }
 
 /// A running `mcpvisor run`.

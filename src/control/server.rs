@@ -1,0 +1,138 @@
+//! The listening side of the control socket. The socket is 0600 inside a 0700 directory, and a
+//! peer whose uid is neither root nor ours is refused and logged. Each connection is served by
+//! its own task, which hands the request to the instance through its handle: the instance's
+//! loop answers from the state it owns.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+
+use super::discovery;
+use super::protocol::{parse_request, Request, Response, IO_TIMEOUT, MAX_REQUEST};
+use crate::instance::InstanceHandle;
+
+/// Names an instance and opens its control socket. Never fatal: without a socket mcpvisor
+/// still relays and supervises, so a problem here is logged and the name is still returned.
+pub fn open(wanted: &str, explicit_path: Option<&Path>, handle: InstanceHandle) -> (String, Option<ControlServer>) {
+    let (name, path) = match claim(wanted, explicit_path) {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!("no control socket: {e}");
+            return (wanted.to_owned(), None);
+        }
+    };
+    if name != wanted {
+        tracing::warn!("an instance named {wanted} is already running; this one is {name}");
+    }
+    match ControlServer::bind(&path, handle) {
+        Ok(server) => {
+            tracing::info!(name, socket = %path.display(), "control socket ready");
+            (name, Some(server))
+        }
+        Err(e) => {
+            tracing::warn!(socket = %path.display(), "cannot open the control socket: {e}");
+            (name, None)
+        }
+    }
+}
+
+/// The name and socket path this instance gets.
+fn claim(wanted: &str, explicit_path: Option<&Path>) -> Result<(String, PathBuf), String> {
+    match explicit_path {
+        Some(path) if discovery::is_live(path) => {
+            Err(format!("another instance answers on {}; running without one", path.display()))
+        }
+        Some(path) => {
+            if discovery::is_stale(path) {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok((wanted.to_owned(), path.to_owned()))
+        }
+        None => {
+            let dir = discovery::socket_dir().map_err(|e| e.to_string())?;
+            discovery::claim(&dir, wanted).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// The listening socket; removes its file when dropped.
+pub struct ControlServer {
+    path: PathBuf,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl ControlServer {
+    /// Binds `path` (mode 0600) and serves it. Must run inside the runtime.
+    pub fn bind(path: &Path, handle: InstanceHandle) -> io::Result<ControlServer> {
+        let listener = UnixListener::bind(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        let task = tokio::spawn(accept_loop(listener, handle));
+        Ok(ControlServer { path: path.to_owned(), task })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+async fn accept_loop(listener: UnixListener, handle: InstanceHandle) {
+    let me = nix::unistd::getuid().as_raw();
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!("control socket accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match stream.peer_cred() {
+            Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
+            Ok(cred) => {
+                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control connection from another user refused");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!("control connection refused: cannot read its credentials: {e}");
+                continue;
+            }
+        }
+        tokio::spawn(serve(stream, handle.clone()));
+    }
+}
+
+async fn serve(stream: UnixStream, handle: InstanceHandle) {
+    let (read, mut write) = stream.into_split();
+    let response = match tokio::time::timeout(IO_TIMEOUT, read_request(read)).await {
+        Err(_) => Response::error(format!("no complete request within {}s", IO_TIMEOUT.as_secs())),
+        Ok(Err(msg)) => Response::error(msg),
+        Ok(Ok(request)) => Response::from_reply(handle.call(request.command.to_instance()).await),
+    };
+    if !response.ok {
+        tracing::warn!("control request failed: {}", response.error.as_deref().unwrap_or(""));
+    }
+    let mut line = serde_json::to_vec(&response).unwrap_or_else(|_| b"{\"v\":1,\"ok\":false}".to_vec());
+    line.push(b'\n');
+    let _ = tokio::time::timeout(IO_TIMEOUT, write.write_all(&line)).await;
+}
+
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST + 1));
+    let mut line = Vec::new();
+    reader.read_until(b'\n', &mut line).await.map_err(|e| format!("reading the request failed: {e}"))?;
+    if line.len() as u64 > MAX_REQUEST {
+        return Err(format!("request larger than {MAX_REQUEST} bytes"));
+    }
+    parse_request(&line)
+}

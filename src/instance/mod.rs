@@ -1,0 +1,408 @@
+//! An instance: one supervised server and the one client port it serves, driven by one task.
+//!
+//! The instance owns everything per server and nothing per process: the server's generations
+//! and their [`Lifecycle`], liveness, the in-flight tables, batches, the queue and the session
+//! record that rebuilds the client's session on a new server. It is handed what it needs from
+//! the process that hosts it ([`Services`]: a [`Scope`] of the reaper, an optional channel for
+//! its state summary) and is driven through its [`InstanceHandle`]. It never installs signal
+//! handlers, never talks to systemd and never listens on a socket: that is the app's job.
+//!
+//! Its loop waits for the next event (client frames, server frames, server exits, calls, one
+//! timer for every deadline), handles it, then lets the lifecycle move on (finishing stops,
+//! drains and restarts). The handlers are split by where the event comes from:
+//! [`client`](self::client) (client → server), [`server`](self::server) (server → client),
+//! [`generation`](self::generation) (starting, stopping and replacing the server),
+//! [`requests`](self::requests) (calls and shutdown) and [`status`](self::status) (the snapshot).
+
+mod client;
+mod generation;
+pub mod handle;
+mod requests;
+mod server;
+mod status;
+
+use std::io;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use tokio::net::unix::pipe;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Sleep};
+
+use crate::config::InstanceConfig;
+use crate::io::Outbox;
+use crate::lifecycle::liveness::Liveness;
+use crate::lifecycle::Lifecycle;
+use crate::observe::metrics::Metrics;
+use crate::observe::status::State;
+use crate::port::{ClientInput, ClientPort};
+use crate::process::{Child, ChildExit, Scope, SharedTail, SpawnError};
+use crate::protocol::framing::{Frame, FramedReader};
+use crate::relay::batch::Batches;
+use crate::relay::inflight::{ClientTable, IdMap, IdSet, OwnIds, ServerRequest};
+use crate::relay::queue::Queue;
+use crate::relay::session::Session;
+pub use handle::{Call, CallError, Command, InstanceHandle, Reply};
+
+/// How many already-buffered lines are handled in one go before other events get a turn.
+const BATCH: usize = 256;
+/// How often the server's memory is measured when `--max-memory` is set.
+const MEMORY_CHECK: Duration = Duration::from_secs(1);
+/// How long the last answers may take to reach the client once the instance has ended.
+const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
+
+/// What the hosting process gives an instance.
+pub struct Services {
+    /// Where its servers are registered, and their orphans swept.
+    pub scope: Scope,
+}
+
+/// The few facts about an instance that its host reports on its behalf (systemd's STATUS line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub state: State,
+    pub pid: Option<u32>,
+    pub restarts_in_window: usize,
+}
+
+/// How an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The client left, or a stop was asked for.
+    Stopped,
+    /// The restart limit was reached with `--on-failure exit`.
+    GaveUp,
+}
+
+/// The client port's two halves and what is known about the client.
+struct ClientSide<I> {
+    input: I,
+    output: Outbox,
+    writer: Option<JoinHandle<()>>,
+    /// Its input has ended: nothing more will come.
+    eof: bool,
+    /// Its output failed: nothing more can be sent.
+    gone: bool,
+}
+
+enum Event {
+    Client(io::Result<Option<Frame>>),
+    Child(io::Result<Option<Frame>>),
+    Exit(ChildExit),
+    ClientGone(io::Error),
+    Call(Call),
+    Tick,
+    Wake,
+}
+
+pub struct Instance<I: ClientInput> {
+    cfg: InstanceConfig,
+    name: String,
+    client: ClientSide<I>,
+
+    life: Lifecycle<Child>,
+    child_in: Option<Outbox>,
+    child_out: Option<FramedReader<pipe::Receiver>>,
+    exits_tx: mpsc::UnboundedSender<ChildExit>,
+    exits_rx: mpsc::UnboundedReceiver<ChildExit>,
+    tail: SharedTail,
+    scope: Scope,
+    liveness: Liveness,
+    /// When to measure the server's memory next (`--max-memory`).
+    memory_check_at: Option<Instant>,
+
+    session: Session,
+    client_reqs: ClientTable,
+    server_reqs: IdMap<ServerRequest>,
+    /// Requests a dead server had sent to the client: their late answers are dropped.
+    orphaned_server_reqs: IdSet,
+    batches: Batches,
+    own: OwnIds,
+    queue: Queue,
+    /// Arrival number of the last client request.
+    seq: u64,
+
+    calls: mpsc::Receiver<Call>,
+    summary: Option<watch::Sender<Summary>>,
+    metrics: Metrics,
+    outcome: Option<Outcome>,
+    /// When the event being handled arrived: one clock read per event, not one per message.
+    now: Instant,
+    /// One timer for every deadline, re-armed only when the earliest deadline changes (a fresh
+    /// timer per loop round would register and cancel a timer entry for every message).
+    timer: Pin<Box<Sleep>>,
+    timer_at: Option<Instant>,
+}
+
+impl<I: ClientInput> Instance<I> {
+    /// Starts the first server generation. A command that cannot be started is an error for the
+    /// caller to report; later spawn failures are crashes handled by the restart policy.
+    pub fn start(
+        cfg: InstanceConfig,
+        name: String,
+        port: ClientPort<I>,
+        services: Services,
+    ) -> Result<(Instance<I>, InstanceHandle), SpawnError> {
+        let (handle, calls) = InstanceHandle::channel();
+        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        let mut instance = Instance {
+            name,
+            client: ClientSide { input: port.input, output: port.output, writer: port.writer, eof: false, gone: false },
+            life: Lifecycle::new(cfg.policy.clone(), cfg.on_failure, cfg.drain_timeout),
+            child_in: None,
+            child_out: None,
+            exits_tx,
+            exits_rx,
+            tail: SharedTail::default(),
+            scope: services.scope,
+            liveness: Liveness::new(cfg.ping_interval, cfg.ping_timeout, cfg.ping_failures),
+            memory_check_at: None,
+            session: Session::default(),
+            client_reqs: ClientTable::default(),
+            server_reqs: IdMap::default(),
+            orphaned_server_reqs: IdSet::default(),
+            batches: Batches::default(),
+            own: OwnIds::default(),
+            queue: Queue::new(cfg.queue_limit, cfg.max_inflight),
+            seq: 0,
+            calls,
+            summary: None,
+            metrics: Metrics::default(),
+            outcome: None,
+            now,
+            timer: Box::pin(sleep_until(now.into())),
+            timer_at: None,
+            cfg,
+        };
+        instance.start_first()?;
+        Ok((instance, handle))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its [`Summary`], published whenever it changes (it is computed after every event only once
+    /// someone watches).
+    pub fn watch_summary(&mut self) -> watch::Receiver<Summary> {
+        let (tx, rx) = watch::channel(self.summary_now());
+        self.summary = Some(tx);
+        rx
+    }
+
+    /// Renames the instance before it runs (the host learns its final name once the server has
+    /// started, so that a server that cannot start leaves nothing behind).
+    pub fn set_name(&mut self, name: String) {
+        self.name = name;
+    }
+
+    /// Runs until the client is gone, a stop is asked for, or (`--on-failure exit`) the server
+    /// keeps crashing.
+    pub async fn run(mut self) -> Outcome {
+        self.publish_summary();
+        let outcome = loop {
+            if let Some(outcome) = self.outcome {
+                break outcome;
+            }
+            let event = self.next_event().await;
+            self.handle(event);
+            self.advance();
+        };
+        tracing::info!(
+            to_server = self.metrics.messages_to_server,
+            to_client = self.metrics.messages_to_client,
+            diverted = self.metrics.diverted_stdout_lines,
+            oversized = self.metrics.oversized_messages,
+            errors = self.metrics.errors.values().sum::<u64>(),
+            restarts = self.metrics.restarts,
+            state = self.life.state().name(),
+            "mcpvisor exiting"
+        );
+        self.end_generation_processes();
+        let Instance { client, .. } = self;
+        drop(client.output);
+        if let Some(writer) = client.writer {
+            let _ = tokio::time::timeout(FLUSH_AT_EXIT, writer).await;
+        }
+        outcome
+    }
+
+    // ----- events -------------------------------------------------------------------------
+
+    async fn next_event(&mut self) -> Event {
+        let deadline = self.next_deadline();
+        if let Some(at) = deadline.filter(|at| self.timer_at != Some(*at)) {
+            self.timer.as_mut().reset(at.into());
+            self.timer_at = Some(at);
+        }
+        let child_congested = self.child_in.as_ref().is_some_and(Outbox::congested);
+        let read_client = self.reading_client();
+        let read_child = self.reading_child();
+        let watch_client = !self.client.gone;
+        let child_in = self.child_in.as_ref();
+        tokio::select! {
+            frame = self.client.input.next(), if read_client => Event::Client(frame),
+            frame = next_frame(&mut self.child_out), if read_child => Event::Child(frame),
+            Some(exit) = self.exits_rx.recv() => Event::Exit(exit),
+            err = self.client.output.failed(), if watch_client => Event::ClientGone(err),
+            Some(call) = self.calls.recv() => Event::Call(call),
+            _ = &mut self.timer, if deadline.is_some() => Event::Tick,
+            _ = self.client.output.drained(), if self.client.output.congested() => Event::Wake,
+            _ = drained(child_in), if child_congested => Event::Wake,
+        }
+    }
+
+    /// Whether to take client input now: not after EOF, and not while the server's stdin is
+    /// congested or the queue is full because of `--max-inflight` (backpressure: the server is
+    /// up, so waiting for its answers beats refusing messages).
+    fn reading_client(&self) -> bool {
+        let held_back =
+            self.child_in.as_ref().is_some_and(Outbox::congested) || (self.life.is_ready() && self.queue.is_full());
+        !self.client.eof && !self.client.gone && !held_back
+    }
+
+    /// Whether to take the server's output now: not while the client's output is congested.
+    fn reading_child(&self) -> bool {
+        self.child_out.is_some() && !self.client.output.congested()
+    }
+
+    fn handle(&mut self, event: Event) {
+        self.now = Instant::now();
+        match event {
+            Event::Client(Ok(Some(frame))) => {
+                self.on_client_frame(frame);
+                // Lines that came in the same read are handled now, not one `select!` round each.
+                for _ in 1..BATCH {
+                    if !self.reading_client() {
+                        break;
+                    }
+                    let Some(frame) = self.client.input.buffered() else { break };
+                    self.on_client_frame(frame);
+                }
+            }
+            Event::Client(Ok(None)) => {
+                tracing::info!("client closed stdin");
+                self.client.eof = true;
+                self.begin_shutdown("the client closed its input");
+            }
+            Event::Client(Err(e)) => {
+                tracing::warn!("reading stdin failed: {e}; treating the client as gone");
+                self.client.eof = true;
+                self.begin_shutdown("stdin failed");
+            }
+            Event::Child(Ok(Some(frame))) => {
+                self.on_child_frame(frame);
+                for _ in 1..BATCH {
+                    if !self.reading_child() {
+                        break;
+                    }
+                    let Some(frame) = self.child_out.as_mut().and_then(FramedReader::buffered_frame) else { break };
+                    self.on_child_frame(frame);
+                }
+            }
+            Event::Child(Ok(None)) => self.on_child_stdout_closed(None),
+            Event::Child(Err(e)) => self.on_child_stdout_closed(Some(e)),
+            Event::Exit(exit) => self.on_child_exit(exit),
+            Event::ClientGone(e) => {
+                tracing::info!("the client stopped reading (writing stdout failed: {e}); shutting down");
+                self.client.gone = true;
+                self.client.eof = true;
+                self.begin_shutdown("the client is gone");
+            }
+            Event::Call(call) => {
+                let reply = self.on_call(call.command);
+                let _ = call.reply.send(reply);
+            }
+            Event::Tick => self.on_tick(Instant::now()),
+            Event::Wake => {}
+        }
+    }
+
+    /// Moves the lifecycle along after any event: finishes stops, drains and restarts.
+    fn advance(&mut self) {
+        let now = Instant::now();
+        // Answers free --max-inflight slots for queued requests.
+        if !self.queue.is_empty() && self.life.is_ready() {
+            self.flush_queue();
+        }
+        self.publish_summary();
+        if let Some(ended) = self.life.stop_finished(now, self.child_out.is_some()) {
+            self.child_out = None;
+            self.after_child_gone(ended);
+        }
+        let awaiting = self.client_reqs.awaiting_child();
+        if self.life.drain_over(now, awaiting) {
+            self.stop_for_shutdown();
+        }
+        if self.life.restart_due(now, awaiting) {
+            self.child_in = None;
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let liveness = self.liveness.deadline(self.probing());
+        [self.client_reqs.next_deadline(), liveness, self.life.next_deadline(), self.memory_check_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.expire_requests(now);
+        self.check_liveness(now);
+        self.check_memory(now);
+        self.on_due(now);
+    }
+
+    /// Publishes the state summary if it changed (only when someone listens: it is computed after
+    /// every event).
+    fn publish_summary(&mut self) {
+        if self.summary.is_none() {
+            return;
+        }
+        let summary = self.summary_now();
+        let Some(tx) = &self.summary else { return };
+        tx.send_if_modified(|old| {
+            let changed = *old != summary;
+            *old = summary;
+            changed
+        });
+    }
+}
+
+impl<I: ClientInput> Instance<I> {
+    fn summary_now(&mut self) -> Summary {
+        Summary {
+            state: self.life.public_state(self.session.handshake_in_progress()),
+            pid: self.life.child().map(|c| c.pid),
+            restarts_in_window: self.life.policy().restarts_in_window(self.now),
+        }
+    }
+}
+
+async fn next_frame(reader: &mut Option<FramedReader<pipe::Receiver>>) -> io::Result<Option<Frame>> {
+    match reader {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn drained(outbox: Option<&Outbox>) {
+    match outbox {
+        Some(o) => o.drained().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A loggable excerpt of a line that may be long or not UTF-8.
+fn preview(line: &[u8]) -> String {
+    const LOGGED: usize = 2048;
+    let cut = &line[..line.len().min(LOGGED)];
+    let mut s = String::from_utf8_lossy(cut).into_owned();
+    if line.len() > cut.len() {
+        s.push_str(&format!("… [{} bytes]", line.len()));
+    }
+    s
+}

@@ -1,0 +1,104 @@
+//! Calls from the host (the control socket, HTTP, signals, systemd's watchdog), and the two
+//! requests that change the instance's course: a graceful restart and a shutdown.
+
+use std::time::Instant;
+
+use super::{Command, Instance, Outcome, Reply};
+use crate::lifecycle::{RestartStep, ShutdownStep};
+use crate::port::ClientInput;
+use crate::protocol::errors::OwnError;
+
+impl<I: ClientInput> Instance<I> {
+    pub(super) fn on_call(&mut self, command: Command) -> Reply {
+        match command {
+            Command::Status => Reply::Status(Box::new(self.status())),
+            Command::Health => Reply::Health(self.life.public_state(self.session.handshake_in_progress())),
+            Command::Restart { why, clear_failed } => self.request_restart(why, clear_failed),
+            Command::Stop { why } => {
+                tracing::info!("{why}: draining and shutting down");
+                self.begin_shutdown(why);
+                Reply::Done("draining and stopping".into())
+            }
+            Command::Terminate { signal } => {
+                if self.life.shutting_down() {
+                    tracing::warn!("{signal} again: skipping the waits");
+                    self.force_exit();
+                } else {
+                    tracing::info!("{signal}: draining and shutting down");
+                    self.begin_shutdown(signal);
+                }
+                Reply::Done("stopping".into())
+            }
+            Command::Logs { lines } => Reply::Logs(self.tail.last(lines)),
+            Command::Metrics => {
+                let status = self.status();
+                Reply::Metrics(crate::observe::metrics::render(&self.metrics, &status))
+            }
+        }
+    }
+
+    fn request_restart(&mut self, why: &'static str, clear_failed: bool) -> Reply {
+        if clear_failed && self.life.failed_until().is_some() && !self.life.shutting_down() {
+            tracing::info!("{why}: clearing the Failed state");
+        }
+        match self.life.request_restart(Instant::now(), clear_failed) {
+            RestartStep::Refused => return Reply::Refused("mcpvisor is shutting down".into()),
+            RestartStep::Scheduled => {
+                tracing::info!("{why}: restarting the server gracefully (in-flight requests first)")
+            }
+            RestartStep::StartNow => {
+                tracing::info!("{why}: starting the server now");
+                self.restart_child(false);
+            }
+            RestartStep::AlreadyUnderWay => tracing::info!("{why}: a restart is already under way"),
+        }
+        Reply::Done("restarting the server".into())
+    }
+
+    /// Starts a shutdown: new requests are refused, in-flight ones may finish (unless the client
+    /// is gone), then the server is stopped and the instance ends.
+    pub(super) fn begin_shutdown(&mut self, why: &str) {
+        if self.life.shutting_down() {
+            return;
+        }
+        tracing::debug!("shutdown: {why}");
+        // Queued messages never reached the server: answer them now.
+        let queued = self.queue.take_all();
+        self.refuse_queued(queued, &OwnError::NotDelivered);
+        match self.life.request_shutdown(Instant::now(), self.client.gone) {
+            ShutdownStep::AlreadyUnderWay | ShutdownStep::Draining => {}
+            ShutdownStep::StopNow => self.stop_for_shutdown(),
+            ShutdownStep::Done => {
+                self.settle_for_exit(&OwnError::ShuttingDown);
+                self.outcome.get_or_insert(Outcome::Stopped);
+            }
+        }
+    }
+
+    /// The drain is over (or skipped): what is still owed gets an error, and the server is
+    /// stopped.
+    pub(super) fn stop_for_shutdown(&mut self) {
+        let pending = self.client_reqs.awaiting_child();
+        if pending > 0 {
+            tracing::warn!(pending, "drain timeout: answering unfinished requests with an error");
+        }
+        self.settle_for_exit(&OwnError::ServerStopped);
+        let was_up = self.life.is_up();
+        if !self.life.stop_for_shutdown() {
+            self.outcome.get_or_insert(Outcome::Stopped);
+        } else if was_up {
+            self.child_in = None;
+        }
+    }
+
+    /// A second SIGTERM: every request gets its answer now, and the server's group SIGKILL.
+    fn force_exit(&mut self) {
+        self.settle_for_exit(&OwnError::ShuttingDown);
+        let was_up = self.life.is_up();
+        if !self.life.force() {
+            self.outcome.get_or_insert(Outcome::Stopped);
+        } else if was_up {
+            self.child_in = None;
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Write queues, so an instance never blocks on a slow reader.
+//!
+//! An [`Outbox`] accepts whole messages (without their newline) and never blocks. It is drained
+//! either by a writer task ([`Outbox::spawn`], for a pipe or socket: the server's stdin, the
+//! client's stdout) or, message by message, by an [`Inbox`] ([`Outbox::channel`], for a client
+//! that is not a byte stream: an in-process client, an HTTP session). The writer task drains it, coalescing small messages into one write and writing large ones straight from their
+//! buffers. Handing a message over is a push onto a shared queue under an uncontended lock (both
+//! sides run on the same thread); the writer task is woken only when the queue goes from empty to
+//! non-empty, so a burst of messages costs one wake-up and, usually, one write.
+//!
+//! The bytes not yet written are counted as they are written: above a high-water mark, or while a
+//! large message is waiting, the outbox reports itself congested, and the supervisor stops reading
+//! from whatever feeds it until it drains. That keeps memory bounded (one large message per
+//! direction) without ever stalling the event loop.
+//!
+//! Dropping the outbox lets the task write what is left and then close the writer, which is how
+//! a child's stdin gets closed. A failed write (or a dropped [`Inbox`]) is reported once through
+//! [`Outbox::failed`], which is how an instance learns that its client is gone.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Bytes waiting above which the outbox is congested, and the supervisor stops reading whatever
+/// feeds it: one coalesced write's worth, so small messages still go out in full-sized writes.
+/// A large message (at least [`COALESCE`] bytes) congests the outbox by itself until it is written,
+/// so mcpvisor holds one large message per direction and the next one waits in the kernel's pipe
+/// buffer, not in mcpvisor's memory.
+const HIGH_WATER: usize = 64 * 1024;
+/// Messages smaller than this are copied into one buffer and written together.
+const COALESCE: usize = 64 * 1024;
+
+#[derive(Default)]
+struct Queue {
+    messages: VecDeque<Bytes>,
+    /// Set when the [`Outbox`] is dropped: write what is left, then close.
+    closed: bool,
+    /// Set when a write failed (or the inbox was dropped): later messages are refused.
+    failed: Option<(io::ErrorKind, String)>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    /// Bytes queued and not yet written, newlines included.
+    queued: AtomicUsize,
+    /// Large messages queued and not yet completely written.
+    large: AtomicUsize,
+    /// Wakes the writer task when messages arrive or the outbox is dropped.
+    work: Notify,
+    /// Wakes the supervisor when the outbox stops being congested.
+    drained: Notify,
+    /// Wakes whoever waits in [`Outbox::failed`].
+    failure: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every change is a
+        // single push, swap or flag), so a poisoned lock is still usable.
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn congested(&self) -> bool {
+        self.queued.load(Ordering::Relaxed) > HIGH_WATER || self.large.load(Ordering::Relaxed) > 0
+    }
+
+    /// Counts `n` bytes as written, waking the supervisor if that ends congestion.
+    fn written(&self, n: usize) {
+        let was = self.congested();
+        self.queued.fetch_sub(n, Ordering::Relaxed);
+        if was && !self.congested() {
+            self.drained.notify_one();
+        }
+    }
+
+    /// Refuses further messages and forgets those waiting, after the sink failed.
+    fn fail(&self, e: &io::Error) {
+        {
+            let mut queue = self.lock();
+            queue.failed = Some((e.kind(), e.to_string()));
+            queue.messages.clear();
+        }
+        self.queued.store(0, Ordering::Relaxed);
+        self.large.store(0, Ordering::Relaxed);
+        self.drained.notify_one();
+        self.failure.notify_one();
+    }
+
+    /// Counts one message as delivered as a whole (its newline included).
+    fn taken(&self, msg: &Bytes) {
+        self.written(msg.len() + 1);
+        if msg.len() >= COALESCE {
+            self.large_written();
+        }
+    }
+
+    /// Counts a large message as completely written.
+    fn large_written(&self) {
+        let was = self.congested();
+        self.large.fetch_sub(1, Ordering::Relaxed);
+        if was && !self.congested() {
+            self.drained.notify_one();
+        }
+    }
+}
+
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+impl Outbox {
+    fn new() -> Outbox {
+        Outbox {
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                queued: AtomicUsize::new(0),
+                large: AtomicUsize::new(0),
+                work: Notify::new(),
+                drained: Notify::new(),
+                failure: Notify::new(),
+            }),
+        }
+    }
+
+    /// An outbox drained by a writer task. The task ends when the outbox is dropped and everything
+    /// is written (then the writer is shut down), or when a write fails (see [`Outbox::failed`]).
+    pub fn spawn<W>(writer: W) -> (Outbox, JoinHandle<()>)
+    where
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
+        let outbox = Outbox::new();
+        let task = tokio::spawn(write_loop(writer, outbox.shared.clone()));
+        (outbox, task)
+    }
+
+    /// An outbox drained message by message through the returned [`Inbox`].
+    pub fn channel() -> (Outbox, Inbox) {
+        let outbox = Outbox::new();
+        let inbox = Inbox { shared: outbox.shared.clone() };
+        (outbox, inbox)
+    }
+
+    /// Queues one message; returns false if the writer is gone.
+    pub fn send(&self, msg: Bytes) -> bool {
+        let mut queue = self.shared.lock();
+        if queue.failed.is_some() {
+            return false;
+        }
+        self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
+        if msg.len() >= COALESCE {
+            self.shared.large.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.messages.push_back(msg);
+        if queue.messages.len() == 1 {
+            self.shared.work.notify_one();
+        }
+        true
+    }
+
+    pub fn congested(&self) -> bool {
+        self.shared.congested()
+    }
+
+    /// Bytes not yet written.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the outbox is no longer congested.
+    pub async fn drained(&self) {
+        while self.congested() {
+            self.shared.drained.notified().await;
+        }
+    }
+
+    /// Resolves with the error once writing has failed (for an [`Inbox`]: once it was dropped).
+    /// Cancel-safe, for one waiter.
+    pub async fn failed(&self) -> io::Error {
+        loop {
+            if let Some((kind, msg)) = self.shared.lock().failed.clone() {
+                return io::Error::new(kind, msg);
+            }
+            self.shared.failure.notified().await;
+        }
+    }
+}
+
+/// The receiving end of [`Outbox::channel`]: whole messages, in order, without newlines.
+pub struct Inbox {
+    shared: Arc<Shared>,
+}
+
+impl Inbox {
+    /// The next message; `None` once the outbox is dropped and everything was taken.
+    pub async fn recv(&mut self) -> Option<Bytes> {
+        loop {
+            let next = {
+                let mut queue = self.shared.lock();
+                queue.messages.pop_front().ok_or(queue.closed)
+            };
+            match next {
+                Ok(msg) => {
+                    self.shared.taken(&msg);
+                    return Some(msg);
+                }
+                Err(true) => return None,
+                Err(false) => self.shared.work.notified().await,
+            }
+        }
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.shared.fail(&io::Error::new(io::ErrorKind::BrokenPipe, "the client's inbox was dropped"));
+    }
+}
+
+impl Drop for Outbox {
+    fn drop(&mut self) {
+        self.shared.lock().closed = true;
+        self.shared.work.notify_one();
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>) {
+    let mut batch: VecDeque<Bytes> = VecDeque::new();
+    let mut stage: Vec<u8> = Vec::with_capacity(COALESCE * 2);
+    loop {
+        let closed = {
+            let mut queue = shared.lock();
+            std::mem::swap(&mut batch, &mut queue.messages);
+            queue.closed
+        };
+        if batch.is_empty() {
+            if closed {
+                break;
+            }
+            shared.work.notified().await;
+            continue;
+        }
+        if let Err(e) = write_batch(&mut writer, &shared, &mut batch, &mut stage).await {
+            tracing::debug!("an outbox's writer failed: {e}");
+            batch.clear();
+            shared.fail(&e);
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+/// Writes every message in `batch` (emptying it), each followed by a newline.
+async fn write_batch<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    shared: &Shared,
+    batch: &mut VecDeque<Bytes>,
+    stage: &mut Vec<u8>,
+) -> io::Result<()> {
+    while let Some(msg) = batch.pop_front() {
+        if msg.len() < COALESCE {
+            stage.extend_from_slice(&msg);
+            stage.push(b'\n');
+            if stage.len() >= COALESCE {
+                flush_stage(writer, shared, stage).await?;
+            }
+            continue;
+        }
+        flush_stage(writer, shared, stage).await?;
+        // Large messages go out from their own buffer, without a copy.
+        let mut rest = &msg[..];
+        while !rest.is_empty() {
+            let n = writer.write(rest).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            rest = &rest[n..];
+            shared.written(n);
+        }
+        writer.write_all(b"\n").await?;
+        shared.queued.fetch_sub(1, Ordering::Relaxed);
+        shared.large_written();
+    }
+    flush_stage(writer, shared, stage).await?;
+    writer.flush().await
+}
+
+async fn flush_stage<W: AsyncWrite + Unpin>(writer: &mut W, shared: &Shared, stage: &mut Vec<u8>) -> io::Result<()> {
+    if !stage.is_empty() {
+        writer.write_all(stage).await?;
+        shared.written(stage.len());
+        stage.clear();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn a_channel_hands_over_whole_messages_and_reports_a_dropped_inbox() {
+        let (outbox, mut inbox) = Outbox::channel();
+        assert!(outbox.send(Bytes::from_static(b"one")));
+        assert!(outbox.send(Bytes::from(vec![b'x'; COALESCE])));
+        assert!(outbox.congested(), "a large message congests until it is taken");
+        assert_eq!(inbox.recv().await.as_deref(), Some(&b"one"[..]));
+        assert_eq!(inbox.recv().await.map(|m| m.len()), Some(COALESCE));
+        assert!(!outbox.congested());
+        assert_eq!(outbox.queued(), 0);
+        drop(inbox);
+        assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
+        assert!(!outbox.send(Bytes::from_static(b"lost")), "a dropped inbox refuses messages");
+        let (outbox, mut inbox) = Outbox::channel();
+        outbox.send(Bytes::from_static(b"last"));
+        drop(outbox);
+        assert_eq!(inbox.recv().await.as_deref(), Some(&b"last"[..]));
+        assert_eq!(inbox.recv().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_reported_once() {
+        let (a, b) = tokio::io::duplex(16);
+        drop(b);
+        let (outbox, task) = Outbox::spawn(a);
+        outbox.send(Bytes::from_static(b"nobody reads this"));
+        assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
+        task.await.expect("the writer ends");
+    }
+
+    #[tokio::test]
+    async fn writes_messages_in_order_with_newlines_and_closes() {
+        let (a, mut b) = tokio::io::duplex(1024);
+        let (outbox, task) = Outbox::spawn(a);
+        for i in 0..100 {
+            assert!(outbox.send(Bytes::from(format!("m{i}"))));
+        }
+        outbox.send(Bytes::from(vec![b'x'; 100_000]));
+        drop(outbox);
+        let mut out = Vec::new();
+        b.read_to_end(&mut out).await.expect("read");
+        task.await.expect("task");
+        let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
+        assert_eq!(lines.len(), 102);
+        assert_eq!(lines[0], b"m0");
+        assert_eq!(lines[99], b"m99");
+        assert_eq!(lines[100].len(), 100_000);
+    }
+
+    #[tokio::test]
+    async fn reports_congestion_until_the_reader_catches_up() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let (outbox, _task) = Outbox::spawn(a);
+        outbox.send(Bytes::from(vec![b'x'; HIGH_WATER + 1]));
+        assert!(outbox.congested());
+        let reader = tokio::spawn(async move {
+            let mut sink = vec![0u8; 1 << 16];
+            while b.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
+        });
+        outbox.drained().await;
+        assert!(!outbox.congested());
+        drop(outbox);
+        reader.await.expect("reader");
+    }
+}

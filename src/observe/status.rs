@@ -1,0 +1,332 @@
+//! A running instance's status: the snapshot the control socket returns, its stable JSON form
+//! (documented in `docs/control-protocol.md`) and its human rendering for `mcpvisor status`.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::units::format_secs as human;
+
+/// The supervised server's state as operators see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Up, and the client's handshake with it is still under way.
+    #[default]
+    Starting,
+    /// Up and serving.
+    Ready,
+    /// Being replaced: stopping the old process or rebuilding the session on the new one.
+    Restarting,
+    /// Waiting before the next restart.
+    Backoff,
+    /// Restart limit reached: requests are refused until a restart slot frees.
+    Failed,
+    /// Shutting down: finishing in-flight requests.
+    Draining,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Starting => "starting",
+            State::Ready => "ready",
+            State::Restarting => "restarting",
+            State::Backoff => "backoff",
+            State::Failed => "failed",
+            State::Draining => "draining",
+        }
+    }
+
+    pub const ALL: [State; 6] =
+        [State::Starting, State::Ready, State::Restarting, State::Backoff, State::Failed, State::Draining];
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ChildStatus {
+    pub pid: u32,
+    pub generation: u64,
+    pub uptime_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Restarts {
+    /// Restarts counted in the current window.
+    pub in_window: usize,
+    pub window_secs: u64,
+    /// `--max-restarts`.
+    pub limit: u32,
+    /// All restarts since mcpvisor started, including requested ones.
+    pub total: u64,
+    /// When the oldest restart in the window leaves it.
+    pub oldest_leaves_in_secs: Option<f64>,
+}
+
+/// Why the last server generation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitCause {
+    /// It exited or was killed on its own (a crash).
+    #[default]
+    Exited,
+    StdoutClosed,
+    Hung,
+    RebuildFailed,
+    SpawnFailed,
+    Memory,
+    /// Stopped on purpose: a requested restart or shutdown.
+    Stopped,
+    /// A cause this mcpvisor does not know (from a newer instance).
+    #[serde(other)]
+    Other,
+}
+
+impl ExitCause {
+    /// The JSON name, also used in crash errors' `data.cause`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExitCause::Exited => "exited",
+            ExitCause::StdoutClosed => "stdout_closed",
+            ExitCause::Hung => "hung",
+            ExitCause::RebuildFailed => "rebuild_failed",
+            ExitCause::SpawnFailed => "spawn_failed",
+            ExitCause::Memory => "memory",
+            ExitCause::Stopped => "stopped",
+            ExitCause::Other => "other",
+        }
+    }
+
+    /// For the human table.
+    fn text(self) -> &'static str {
+        match self {
+            ExitCause::Exited => "crash",
+            ExitCause::StdoutClosed => "closed its stdout",
+            ExitCause::Hung => "hung",
+            ExitCause::RebuildFailed => "rebuild failed",
+            ExitCause::SpawnFailed => "could not start",
+            ExitCause::Memory => "over --max-memory",
+            ExitCause::Stopped => "stopped",
+            ExitCause::Other => "other",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct LastExit {
+    /// Human description: "exit code 1", "killed by SIGKILL", "hung", …
+    pub description: String,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+    pub cause: ExitCause,
+    pub ago_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Protocol {
+    /// handshake, stateless or unknown
+    pub era: String,
+    pub version: Option<String>,
+    pub server_name: Option<String>,
+    pub server_version: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct Status {
+    pub name: String,
+    pub mcpvisor_version: String,
+    pub mcpvisor_pid: u32,
+    pub command: Vec<String>,
+    /// The names of the variables given to the server with `--env` or the config file's `[env]`;
+    /// never their values.
+    #[serde(default)]
+    pub env_keys: Vec<String>,
+    pub state: State,
+    pub child: Option<ChildStatus>,
+    pub restarts: Restarts,
+    pub last_exit: Option<LastExit>,
+    pub next_restart_in_secs: Option<f64>,
+    pub in_flight: usize,
+    pub queued: usize,
+    pub last_ping_ms: Option<f64>,
+    pub messages_to_server: u64,
+    pub messages_to_client: u64,
+    pub diverted_stdout_lines: u64,
+    pub stderr_lines: u64,
+    pub protocol: Protocol,
+    /// The last stderr lines, filled when the server is not ready.
+    pub stderr_tail: Vec<String>,
+}
+
+fn ago(secs: f64) -> String {
+    human(secs) + " ago"
+}
+
+impl Status {
+    /// The full picture, as an aligned two-column table.
+    pub fn render(&self) -> String {
+        let mut rows: Vec<(&str, String)> = vec![
+            ("name", self.name.clone()),
+            ("state", self.state.as_str().to_owned()),
+            ("command", self.command.join(" ")),
+        ];
+        if !self.env_keys.is_empty() {
+            rows.push(("env", format!("{} (values not shown)", self.env_keys.join(", "))));
+        }
+        match &self.child {
+            Some(c) => rows
+                .push(("server", format!("pid {}, generation {}, up {}", c.pid, c.generation, human(c.uptime_secs)))),
+            None => rows.push(("server", "not running".into())),
+        }
+        let mut restarts = format!(
+            "{} in the last {} (limit {})",
+            self.restarts.in_window,
+            human(self.restarts.window_secs as f64),
+            self.restarts.limit
+        );
+        if let Some(s) = self.restarts.oldest_leaves_in_secs {
+            let _ = write!(restarts, "; the oldest leaves the window in {}", human(s));
+        }
+        let _ = write!(restarts, "; {} in all", self.restarts.total);
+        rows.push(("restarts", restarts));
+        rows.push((
+            "last exit",
+            self.last_exit
+                .as_ref()
+                .map_or_else(|| "-".into(), |e| format!("{} ({}), {}", e.description, e.cause.text(), ago(e.ago_secs))),
+        ));
+        rows.push((
+            "next restart",
+            self.next_restart_in_secs.map_or_else(|| "-".into(), |s| format!("in {}", human(s))),
+        ));
+        rows.push(("in flight", self.in_flight.to_string()));
+        rows.push(("queued", self.queued.to_string()));
+        rows.push(("last ping", self.last_ping_ms.map_or_else(|| "-".into(), |ms| format!("{ms:.1}ms"))));
+        rows.push((
+            "messages",
+            format!("{} to server, {} to client", self.messages_to_server, self.messages_to_client),
+        ));
+        rows.push(("stdout noise", format!("{} lines diverted to the log", self.diverted_stdout_lines)));
+        rows.push(("stderr", format!("{} lines", self.stderr_lines)));
+        let p = &self.protocol;
+        rows.push(("protocol", format!("{} ({} era)", p.version.as_deref().unwrap_or("-"), p.era)));
+        rows.push((
+            "server info",
+            match (&p.server_name, &p.server_version) {
+                (Some(n), Some(v)) => format!("{n} {v}"),
+                (Some(n), None) => n.clone(),
+                _ => "-".into(),
+            },
+        ));
+        rows.push(("mcpvisor", format!("{} (pid {})", self.mcpvisor_version, self.mcpvisor_pid)));
+        let mut out = String::new();
+        for (k, v) in rows {
+            let _ = writeln!(out, "{k:<13} {v}");
+        }
+        if !self.stderr_tail.is_empty() {
+            let _ = writeln!(out, "last stderr lines:");
+            for l in &self.stderr_tail {
+                let _ = writeln!(out, "  {l}");
+            }
+        }
+        out
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.state == State::Ready
+    }
+}
+
+/// One line per instance.
+pub fn render_list(statuses: &[Status]) -> String {
+    let header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "LAST EXIT"];
+    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+    for s in statuses {
+        rows.push([
+            s.name.clone(),
+            s.state.as_str().to_owned(),
+            s.child.as_ref().map_or_else(|| "-".into(), |c| c.pid.to_string()),
+            s.child.as_ref().map_or_else(|| "-".into(), |c| human(c.uptime_secs)),
+            format!("{}/{}", s.restarts.in_window, s.restarts.limit),
+            s.in_flight.to_string(),
+            s.last_exit.as_ref().map_or_else(|| "-".into(), |e| e.description.clone()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_aligned_tables() {
+        let s = Status {
+            name: "srv".into(),
+            state: State::Failed,
+            restarts: Restarts {
+                in_window: 10,
+                window_secs: 3600,
+                limit: 10,
+                total: 10,
+                oldest_leaves_in_secs: Some(59.0),
+            },
+            stderr_tail: vec!["boom".into()],
+            ..Status::default()
+        };
+        let text = s.render();
+        assert!(text.contains("state         failed"), "{text}");
+        assert!(text.contains("10 in the last 1h (limit 10)"), "{text}");
+        assert!(text.contains("  boom"), "{text}");
+        let list = render_list(&[s]);
+        let lines: Vec<&str> = list.lines().collect();
+        assert!(lines[0].starts_with("NAME  STATE"), "{list}");
+        assert_eq!(lines[0].find("STATE"), lines[1].find("failed"), "{list}");
+    }
+
+    #[test]
+    fn json_names_are_stable() {
+        let v = serde_json::to_value(Status::default()).expect("json");
+        for key in [
+            "name",
+            "state",
+            "child",
+            "restarts",
+            "last_exit",
+            "next_restart_in_secs",
+            "in_flight",
+            "queued",
+            "last_ping_ms",
+            "messages_to_server",
+            "messages_to_client",
+            "diverted_stdout_lines",
+            "stderr_lines",
+            "protocol",
+            "stderr_tail",
+            "mcpvisor_pid",
+            "mcpvisor_version",
+            "command",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["state"], "starting");
+    }
+
+    #[test]
+    fn exit_causes_keep_their_names_and_tolerate_new_ones() {
+        let exit = LastExit { cause: ExitCause::SpawnFailed, ..LastExit::default() };
+        let v = serde_json::to_value(&exit).expect("json");
+        assert_eq!(v["cause"], "spawn_failed");
+        assert_eq!(v["cause"], ExitCause::SpawnFailed.as_str());
+        let newer: LastExit = serde_json::from_value(serde_json::json!({
+            "description": "x", "code": null, "signal": null, "cause": "abducted", "ago_secs": 1.0
+        }))
+        .expect("an unknown cause still parses");
+        assert_eq!(newer.cause, ExitCause::Other);
+    }
+}

@@ -1,0 +1,376 @@
+//! JSON-RPC envelopes: classifying a line without building a DOM of its payload.
+//!
+//! Only what routing needs is read: `jsonrpc`, `id`, `method`, and (for a few methods) fields of
+//! `params`. The line is checked as UTF-8 and scanned once by [`json_scan`], which validates it and
+//! finds those fields; `params`, `result` and `error` stay borrowed raw JSON, so forwarding a message
+//! never re-serialises it and a 9 MB result costs one validating pass.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use smol_str::SmolStr;
+
+use crate::protocol::json_scan::{self, Fields, ScanError, Top};
+
+/// Standard JSON-RPC error codes used by mcpvisor.
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// The `_meta` key that marks a stateless-era (2026-07-28+) request.
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+
+/// A request id, compared by exact JSON value: `1` and `"1"` differ, `"a"` and `"\u0061"` do not.
+///
+/// Ids are made and dropped for every message, so they are [`SmolStr`]s: the usual short id is
+/// stored inline without allocating, and a long one is shared rather than copied when cloned.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Id {
+    /// A number, keyed on its JSON text.
+    Number(SmolStr),
+    /// A string, keyed on its decoded value.
+    String(SmolStr),
+}
+
+impl Id {
+    /// Reads an id from its JSON text; `None` if it is not a string or a number.
+    pub fn from_json(text: &str) -> Option<Id> {
+        match text.as_bytes().first()? {
+            b'"' => json_string(text).map(Id::String),
+            b'-' | b'0'..=b'9' => Some(Id::Number(SmolStr::new(text))),
+            _ => None,
+        }
+    }
+
+    pub fn string(s: impl Into<SmolStr>) -> Id {
+        Id::String(s.into())
+    }
+
+    /// The id as JSON text.
+    pub fn to_json(&self) -> String {
+        match self {
+            Id::Number(n) => n.to_string(),
+            Id::String(s) => serde_json::Value::from(&**s).to_string(),
+        }
+    }
+
+    pub fn as_json_value(&self) -> serde_json::Value {
+        serde_json::from_str(&self.to_json()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The value of a JSON string given as valid JSON text (quotes included); `None` if an escape does
+/// not decode. Without escapes that is just the text between the quotes.
+fn json_string(text: &str) -> Option<SmolStr> {
+    let inner = text.get(1..text.len().checked_sub(1)?)?;
+    if inner.contains('\\') {
+        serde_json::from_str::<String>(text).ok().map(SmolStr::from)
+    } else {
+        Some(SmolStr::new(inner))
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_json())
+    }
+}
+
+/// What a single JSON-RPC message is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    Request {
+        id: Id,
+        method: SmolStr,
+    },
+    Notification {
+        method: SmolStr,
+    },
+    Response {
+        id: Id,
+        is_error: bool,
+    },
+    /// Valid JSON that is not a valid JSON-RPC 2.0 message; `id` is set when one could be read.
+    Invalid {
+        id: Option<Id>,
+        reason: &'static str,
+    },
+}
+
+/// A classified message, borrowing the raw JSON text of its `params` and `result` (or `error`)
+/// from the line.
+#[derive(Debug)]
+pub struct Envelope<'a> {
+    pub kind: Kind,
+    pub params: Option<&'a str>,
+    pub result: Option<&'a str>,
+    /// A batch member's own text (empty for a single message, whose text is the line).
+    pub raw: &'a str,
+}
+
+/// A classified line.
+#[derive(Debug)]
+pub enum Message<'a> {
+    Single(Envelope<'a>),
+    Batch(Vec<Envelope<'a>>),
+}
+
+/// Why a line could not be read as JSON at all.
+#[derive(Debug, thiserror::Error)]
+pub enum NotJson {
+    #[error("not valid UTF-8: {0}")]
+    Utf8(#[from] std::str::Utf8Error),
+    #[error("not JSON: {0}")]
+    Json(#[from] ScanError),
+}
+
+/// Classifies one line. Fails only when the line is not UTF-8 JSON.
+pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
+    let line = std::str::from_utf8(line)?;
+    Ok(match json_scan::scan(line)? {
+        Top::Object(fields) => Message::Single(classify(fields)),
+        Top::Array(items) => Message::Batch(
+            items
+                .into_iter()
+                .map(|text| match json_scan::object_fields(text) {
+                    Some(fields) => Envelope { raw: text, ..classify(fields) },
+                    None => invalid(None, "batch member is not a JSON object"),
+                })
+                .collect(),
+        ),
+        Top::Scalar => Message::Single(invalid(None, "not a JSON object")),
+    })
+}
+
+fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
+    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: "" }
+}
+
+fn classify(raw: Fields<'_>) -> Envelope<'_> {
+    let id = raw.id.and_then(Id::from_json);
+    if raw.jsonrpc != Some("\"2.0\"") {
+        return invalid(id, "\"jsonrpc\" must be \"2.0\"");
+    }
+    let method = match raw.method {
+        Some(text) => match text.starts_with('"').then(|| json_string(text)).flatten() {
+            Some(method) => Some(method),
+            None => return invalid(id, "\"method\" must be a string"),
+        },
+        None => None,
+    };
+    let kind = match (method, raw.id) {
+        (Some(method), None) => Kind::Notification { method },
+        (Some(method), Some(_)) => match id {
+            Some(id) => Kind::Request { id, method },
+            None => return invalid(None, "request id must be a string or a number"),
+        },
+        (None, Some(_)) => match (id, raw.result.is_some(), raw.error.is_some()) {
+            (Some(id), true, false) => Kind::Response { id, is_error: false },
+            (Some(id), false, true) => Kind::Response { id, is_error: true },
+            (id, _, _) => return invalid(id, "a response needs an id and exactly one of result or error"),
+        },
+        (None, None) => return invalid(None, "neither a request, a notification nor a response"),
+    };
+    Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "" }
+}
+
+/// The few `params` fields mcpvisor looks at.
+#[derive(Deserialize, Default)]
+pub struct Params<'a> {
+    #[serde(default, rename = "requestId", borrow)]
+    pub request_id: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub uri: Option<Cow<'a, str>>,
+    #[serde(default, rename = "_meta", borrow)]
+    pub meta: Option<Meta<'a>>,
+}
+
+/// Stateless-era per-request metadata.
+#[derive(Deserialize, Default)]
+pub struct Meta<'a> {
+    #[serde(default, rename = "io.modelcontextprotocol/protocolVersion", borrow)]
+    pub protocol_version: Option<Cow<'a, str>>,
+    #[serde(default, rename = "io.modelcontextprotocol/clientInfo", borrow)]
+    pub client_info: Option<&'a RawValue>,
+    #[serde(default, rename = "io.modelcontextprotocol/clientCapabilities", borrow)]
+    pub client_capabilities: Option<&'a RawValue>,
+}
+
+impl<'a> Params<'a> {
+    /// Reads the interesting fields; anything unexpected yields the empty default.
+    pub fn read(params: Option<&'a str>) -> Params<'a> {
+        params.and_then(|p| serde_json::from_str(p).ok()).unwrap_or_default()
+    }
+
+    pub fn request_id(&self) -> Option<Id> {
+        self.request_id.and_then(|raw| Id::from_json(raw.get()))
+    }
+}
+
+/// Builds a request line from raw parts without re-serialising `params`.
+pub fn request(id: &Id, method: &str, params: Option<&str>) -> Bytes {
+    let method = serde_json::Value::from(method);
+    let line = match params {
+        Some(p) => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method},"params":{p}}}"#),
+        None => format!(r#"{{"jsonrpc":"2.0","id":{id},"method":{method}}}"#),
+    };
+    Bytes::from(line)
+}
+
+/// Builds a notification line from raw parts.
+pub fn notification(method: &str, params: Option<&str>) -> Bytes {
+    let method = serde_json::Value::from(method);
+    let line = match params {
+        Some(p) => format!(r#"{{"jsonrpc":"2.0","method":{method},"params":{p}}}"#),
+        None => format!(r#"{{"jsonrpc":"2.0","method":{method}}}"#),
+    };
+    Bytes::from(line)
+}
+
+/// Builds an error response. `id` is `None` when the request's id could not be read.
+pub fn error_response(id: Option<&Id>, code: i64, message: &str, data: Option<serde_json::Value>) -> Bytes {
+    let mut error = serde_json::json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    let id = id.map_or_else(|| "null".to_owned(), Id::to_json);
+    Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"error":{error}}}"#))
+}
+
+/// `notifications/cancelled` for a request id.
+pub fn cancelled(id: &Id, reason: &str) -> Bytes {
+    let params = serde_json::json!({ "requestId": id.as_json_value(), "reason": reason });
+    notification("notifications/cancelled", Some(&params.to_string()))
+}
+
+/// Best-effort id recovery from the first bytes of an oversized message, so that its sender can
+/// still be answered: finds a top-level-looking `"id":` followed by a number or a string.
+pub fn sniff_id(head: &[u8]) -> Option<Id> {
+    let text = std::str::from_utf8(head).unwrap_or_else(|e| {
+        // The head may end inside a multi-byte character.
+        std::str::from_utf8(&head[..e.valid_up_to()]).unwrap_or("")
+    });
+    let mut rest = text;
+    while let Some(pos) = rest.find("\"id\"") {
+        let after = rest[pos + 4..].trim_start();
+        if let Some(value) = after.strip_prefix(':') {
+            let value = value.trim_start();
+            let mut de = serde_json::Deserializer::from_str(value).into_iter::<&RawValue>();
+            if let Some(Ok(raw)) = de.next() {
+                if let Some(id) = Id::from_json(raw.get()) {
+                    return Some(id);
+                }
+            }
+        }
+        rest = &rest[pos + 4..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn single(line: &str) -> Kind {
+        match parse(line.as_bytes()).expect("json") {
+            Message::Single(e) => e.kind,
+            Message::Batch(_) => panic!("batch"),
+        }
+    }
+
+    #[test]
+    fn classifies_messages() {
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
+            Kind::Request { id: Id::Number("1".into()), method: "ping".into() }
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
+            Kind::Notification { method: "notifications/initialized".into() }
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":"a","result":{}}"#),
+            Kind::Response { id: Id::string("a"), is_error: false }
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":"a","result":null}"#),
+            Kind::Response { id: Id::string("a"), is_error: false }
+        );
+        assert_eq!(
+            single(r#"{"jsonrpc":"2.0","id":null,"error":{"code":1,"message":"x"}}"#),
+            Kind::Invalid { id: None, reason: "a response needs an id and exactly one of result or error" }
+        );
+        assert!(matches!(single(r#"{"jsonrpc":"1.0","id":4,"method":"x"}"#), Kind::Invalid { id: Some(_), .. }));
+        assert!(matches!(single(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#), Kind::Invalid { .. }));
+        assert!(matches!(single("42"), Kind::Invalid { .. }));
+        assert!(parse(b"hello").is_err());
+        assert!(parse(b"{\"a\":\"\xff\"}").is_err());
+    }
+
+    #[test]
+    fn ids_compare_by_exact_json_value() {
+        let raw = Id::from_json;
+        assert_ne!(raw("1"), raw("\"1\""));
+        assert_eq!(raw("\"a\""), raw("\"\\u0061\""));
+        assert_eq!(raw("null"), None);
+        assert_eq!(raw("{}"), None);
+        assert_eq!(Id::string("x\"y").to_json(), r#""x\"y""#);
+    }
+
+    #[test]
+    fn batches_are_classified_per_member() {
+        let line = r#"[{"jsonrpc":"2.0","id":1,"method":"a"},{"jsonrpc":"2.0","method":"b"},3]"#;
+        match parse(line.as_bytes()).expect("json") {
+            Message::Batch(items) => {
+                assert_eq!(items.len(), 3);
+                assert!(matches!(items[0].kind, Kind::Request { .. }));
+                assert!(matches!(items[1].kind, Kind::Notification { .. }));
+                assert!(matches!(items[2].kind, Kind::Invalid { .. }));
+            }
+            Message::Single(_) => panic!("not a batch"),
+        }
+    }
+
+    #[test]
+    fn reads_selected_params() {
+        let line = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"r1","reason":"x","big":[1,2,3]}}"#;
+        let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
+        assert_eq!(Params::read(env.params).request_id(), Some(Id::string("r1")));
+        let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
+        let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
+        let meta = Params::read(env.params).meta.expect("meta");
+        assert_eq!(meta.protocol_version.as_deref(), Some("2026-07-28"));
+        // params that are an array are simply not inspected
+        let line = r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#;
+        let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
+        assert!(Params::read(env.params).meta.is_none());
+    }
+
+    #[test]
+    fn builds_messages_that_parse_back() {
+        let id = Id::string("mcpvisor-1");
+        let req = request(&id, "initialize", Some(r#"{"a":1}"#));
+        assert_eq!(
+            single(std::str::from_utf8(&req).unwrap()),
+            Kind::Request { id: id.clone(), method: "initialize".into() }
+        );
+        let err = error_response(Some(&Id::Number("5".into())), INTERNAL_ERROR, "boom", None);
+        assert_eq!(
+            single(std::str::from_utf8(&err).unwrap()),
+            Kind::Response { id: Id::Number("5".into()), is_error: true }
+        );
+    }
+
+    #[test]
+    fn sniffs_ids_from_truncated_heads() {
+        assert_eq!(
+            sniff_id(br#"{"jsonrpc":"2.0","id":42,"method":"x","params":{"data":"aaaa"#),
+            Some(Id::Number("42".into()))
+        );
+        assert_eq!(sniff_id(br#"{"jsonrpc":"2.0", "id" : "q-1","#), Some(Id::string("q-1")));
+        assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","method":"x","params":{"data":"aaaa"#), None);
+    }
+}

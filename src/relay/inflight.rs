@@ -1,0 +1,293 @@
+//! The in-flight tables: which requests are waiting for an answer, in each direction.
+//!
+//! Keys are exact JSON ids ([`Id`]); the client's ids are never rewritten. Requests mcpvisor sends
+//! itself (liveness probes, session replay) use ids from [`OwnIds`], which carry a reserved prefix
+//! and are checked against the client's table so they can never collide with a client id.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+use bytes::Bytes;
+use smol_str::SmolStr;
+
+use crate::protocol::jsonrpc::Id;
+
+/// A map keyed by request id. Every message does a lookup, and SipHash was a visible share of the
+/// relay's time; foldhash is several times faster and still seeded per process, so ids chosen to
+/// collide (the client and server are the user's own programs anyway) cannot be precomputed.
+pub type IdMap<V> = HashMap<Id, V, foldhash::fast::RandomState>;
+pub type IdSet = HashSet<Id, foldhash::fast::RandomState>;
+
+/// Methods that read state only and can be sent to a new child after a crash.
+pub const SAFE_TO_REPEAT: &[&str] = &[
+    "ping",
+    "tools/list",
+    "prompts/list",
+    "resources/list",
+    "resources/templates/list",
+    "resources/read",
+    "prompts/get",
+    "completion/complete",
+    "server/discover",
+];
+
+pub fn is_safe_to_repeat(method: &str) -> bool {
+    SAFE_TO_REPEAT.contains(&method)
+}
+
+/// The stateless era's long-lived stream request: re-sent after a crash, never failed, and not
+/// waited for when draining (it only ends when the subscription does).
+pub const LISTEN: &str = "subscriptions/listen";
+
+/// Requests re-sent to a new child whatever `--no-retry` says: an open subscription (the stream
+/// must go on) and an unanswered `initialize` (the handshake never finished, and the new child
+/// needs it before anything else).
+pub fn always_resent(method: &str) -> bool {
+    method == LISTEN || method == "initialize"
+}
+
+/// A client request mcpvisor has accepted and not yet answered.
+#[derive(Debug, Clone)]
+pub struct ClientRequest {
+    pub method: SmolStr,
+    /// The request line, kept (a cheap shared reference) so it can be re-sent to a new child.
+    /// `None` for members of a batch, which are never re-sent on their own.
+    pub line: Option<Bytes>,
+    /// Arrival order, used to re-send in the original order and to match queue entries.
+    pub seq: u64,
+    pub received: Instant,
+    pub deadline: Option<Instant>,
+    /// Whether the current child has been sent this request (false while it waits in the queue).
+    pub sent: bool,
+}
+
+/// Client requests in flight, with an index of their deadlines and a count of those the child owes.
+#[derive(Debug, Default)]
+pub struct ClientTable {
+    map: IdMap<ClientRequest>,
+    deadlines: BTreeMap<(Instant, u64), Id>,
+    /// How many entries are sent and not open subscriptions (see [`Self::awaiting_child`]).
+    awaiting: usize,
+}
+
+/// Whether a request counts as one the child is working on.
+fn owed(req: &ClientRequest) -> bool {
+    req.sent && &*req.method != LISTEN
+}
+
+impl ClientTable {
+    pub fn insert(&mut self, id: Id, req: ClientRequest) {
+        if let Some(d) = req.deadline {
+            self.deadlines.insert((d, req.seq), id.clone());
+        }
+        self.awaiting += usize::from(owed(&req));
+        if let Some(old) = self.map.insert(id, req) {
+            self.forget(&old);
+        }
+    }
+
+    pub fn remove(&mut self, id: &Id) -> Option<ClientRequest> {
+        let req = self.map.remove(id)?;
+        self.forget(&req);
+        Some(req)
+    }
+
+    fn forget(&mut self, req: &ClientRequest) {
+        if let Some(d) = req.deadline {
+            self.deadlines.remove(&(d, req.seq));
+        }
+        self.awaiting -= usize::from(owed(req));
+    }
+
+    pub fn get(&self, id: &Id) -> Option<&ClientRequest> {
+        self.map.get(id)
+    }
+
+    /// Records that request `id` (the one that arrived as number `seq`) went to the child.
+    pub fn mark_sent(&mut self, id: &Id, seq: u64) {
+        if let Some(req) = self.map.get_mut(id).filter(|r| r.seq == seq && !r.sent) {
+            req.sent = true;
+            self.awaiting += usize::from(owed(req));
+        }
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.map.contains_key(id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Requests the child has been sent and still owes an answer, excluding open subscriptions.
+    pub fn awaiting_child(&self) -> usize {
+        self.awaiting
+    }
+
+    /// The earliest request deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.keys().next().map(|(d, _)| *d)
+    }
+
+    /// Removes and returns the requests whose deadline has passed.
+    pub fn take_expired(&mut self, now: Instant) -> Vec<(Id, ClientRequest)> {
+        let mut out = Vec::new();
+        while let Some(entry) = self.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            let id = entry.remove();
+            if let Some(req) = self.map.remove(&id) {
+                self.awaiting -= usize::from(owed(&req));
+                out.push((id, req));
+            }
+        }
+        out
+    }
+
+    /// Removes and returns every request the child had been sent, oldest first.
+    pub fn take_sent(&mut self) -> Vec<(Id, ClientRequest)> {
+        let ids: Vec<Id> = self.map.iter().filter(|(_, r)| r.sent).map(|(id, _)| id.clone()).collect();
+        let mut out: Vec<(Id, ClientRequest)> =
+            ids.into_iter().filter_map(|id| self.remove(&id).map(|r| (id, r))).collect();
+        out.sort_by_key(|(_, r)| r.seq);
+        out
+    }
+
+    /// Removes and returns every request.
+    pub fn take_all(&mut self) -> Vec<(Id, ClientRequest)> {
+        self.deadlines.clear();
+        self.awaiting = 0;
+        let mut out: Vec<(Id, ClientRequest)> = self.map.drain().collect();
+        out.sort_by_key(|(_, r)| r.seq);
+        out
+    }
+}
+
+/// A request the child sent to the client, waiting for the client's answer.
+#[derive(Debug, Clone)]
+pub struct ServerRequest {
+    pub method: SmolStr,
+}
+
+/// Why mcpvisor sent a request of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnPurpose {
+    /// A liveness probe sent at this instant.
+    Probe(Instant),
+    /// The replayed `initialize` of a session rebuild.
+    ReplayInitialize,
+    /// Another replayed call (`logging/setLevel`, `resources/subscribe`).
+    Replay,
+}
+
+/// Ids for mcpvisor's own requests: `"mcpvisor-<n>"`.
+#[derive(Debug, Default)]
+pub struct OwnIds {
+    next: u64,
+    pending: IdMap<OwnPurpose>,
+}
+
+pub const OWN_ID_PREFIX: &str = "mcpvisor-";
+
+impl OwnIds {
+    /// A fresh id that is not in flight from the client either.
+    pub fn issue(&mut self, purpose: OwnPurpose, client: &ClientTable) -> Id {
+        loop {
+            self.next += 1;
+            let id = Id::string(format!("{OWN_ID_PREFIX}{}", self.next));
+            if !client.contains(&id) && !self.pending.contains_key(&id) {
+                self.pending.insert(id.clone(), purpose);
+                return id;
+            }
+        }
+    }
+
+    /// If `id` is one of ours, forgets it and says what it was for.
+    pub fn take(&mut self, id: &Id) -> Option<OwnPurpose> {
+        self.pending.remove(id)
+    }
+
+    pub fn contains(&self, id: &Id) -> bool {
+        self.pending.contains_key(id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// Forgets everything sent to a child that is gone.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn req(seq: u64, deadline: Option<Instant>, sent: bool) -> ClientRequest {
+        ClientRequest { method: "x".into(), line: None, seq, received: Instant::now(), deadline, sent }
+    }
+
+    #[test]
+    fn counts_what_the_child_owes() {
+        let mut t = ClientTable::default();
+        let now = Instant::now();
+        t.insert(Id::string("a"), req(1, Some(now), false));
+        t.insert(Id::string("b"), req(2, None, true));
+        assert_eq!(t.awaiting_child(), 1);
+        t.mark_sent(&Id::string("a"), 1);
+        t.mark_sent(&Id::string("a"), 1);
+        assert_eq!(t.awaiting_child(), 2);
+        assert_eq!(t.take_expired(now).len(), 1);
+        assert_eq!(t.awaiting_child(), 1);
+        t.insert(Id::string("b"), req(3, None, false));
+        assert_eq!(t.awaiting_child(), 0);
+        t.remove(&Id::string("b"));
+        assert_eq!((t.awaiting_child(), t.len()), (0, 0));
+    }
+
+    #[test]
+    fn deadlines_expire_in_order_and_follow_removal() {
+        let now = Instant::now();
+        let mut t = ClientTable::default();
+        t.insert(Id::string("a"), req(1, Some(now + Duration::from_secs(2)), true));
+        t.insert(Id::string("b"), req(2, Some(now + Duration::from_secs(1)), true));
+        t.insert(Id::string("c"), req(3, None, true));
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(1)));
+        t.remove(&Id::string("b"));
+        assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(2)));
+        let expired = t.take_expired(now + Duration::from_secs(5));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].0, Id::string("a"));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn take_sent_leaves_queued_requests_and_keeps_order() {
+        let mut t = ClientTable::default();
+        t.insert(Id::Number("3".into()), req(3, None, true));
+        t.insert(Id::Number("1".into()), req(1, None, true));
+        t.insert(Id::Number("2".into()), req(2, None, false));
+        let sent: Vec<u64> = t.take_sent().into_iter().map(|(_, r)| r.seq).collect();
+        assert_eq!(sent, vec![1, 3]);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn own_ids_avoid_client_ids() {
+        let mut client = ClientTable::default();
+        client.insert(Id::string("mcpvisor-1"), req(1, None, true));
+        let mut own = OwnIds::default();
+        let id = own.issue(OwnPurpose::Replay, &client);
+        assert_eq!(id, Id::string("mcpvisor-2"));
+        assert_eq!(own.take(&id), Some(OwnPurpose::Replay));
+        assert_eq!(own.take(&id), None);
+    }
+}
