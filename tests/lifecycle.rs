@@ -84,6 +84,25 @@ fn a_second_signal_skips_the_waits_even_for_a_server_ignoring_sigterm() {
 }
 
 #[test]
+fn a_second_signal_ends_mcpvisor_even_when_its_event_loop_is_stuck() {
+    // The fault hook blocks the event loop's thread when the first SIGTERM is handled.
+    let mut v = Visor::test_server(["--ignore-sigterm", "--ignore-eof", "--grandchild"])
+        .args(["--stop-grace", "10s", "--kill-after", "10s"])
+        .spawn_with_env(&[("MCPVISOR_FAULT", "stall-on-signal")]);
+    v.initialize();
+    let pgid = v.wait_generation(1);
+    v.signal(Signal::SIGTERM);
+    v.wait_log("blocking the event loop");
+    let start = Instant::now();
+    v.signal(Signal::SIGTERM);
+    assert_eq!(v.wait_exit(TIMEOUT).code(), Some(1), "an unclean exit says so");
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    wait_for("the server's group to be gone", TIMEOUT, || group_members(pgid).is_empty().then_some(()));
+    let err = v.stderr_text();
+    assert!(err.contains("did not stop within 3s of a second signal"), "{err}");
+}
+
+#[test]
 fn stop_sequence_escalates_to_sigkill_for_a_server_ignoring_sigterm() {
     let mut v = Visor::test_server(["--ignore-sigterm", "--ignore-eof"])
         .args(["--stop-grace", "100ms", "--kill-after", "200ms"])
@@ -189,6 +208,9 @@ fn bad_usage_is_one_line_on_stderr_and_status_2() {
     }
     let err = String::from_utf8_lossy(&mcpvisor(&["run", "npx", "server"]).stderr).into_owned();
     assert!(err.contains("after `--`"), "{err}");
+    // With nothing after `run`, the sentence names what is missing instead of stopping short.
+    let err = String::from_utf8_lossy(&mcpvisor(&["run"]).stderr).into_owned();
+    assert!(err.contains("not provided: <COMMAND>...; put the server command after `--`"), "{err}");
 }
 
 #[test]

@@ -64,6 +64,17 @@ fn ready_status_watchdog_and_stopping_arrive_in_order() {
 }
 
 #[test]
+fn ready_is_reported_as_soon_as_the_server_is_up_before_any_client_message() {
+    // No watchdog and a silent client: nothing but the server starting can trigger READY.
+    let notify = NotifySocket::new();
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn_with_env(&[("NOTIFY_SOCKET", &notify.path)]);
+    let msgs = notify.collect_until(|m| position(m, "READY=1").is_some() && position(m, "STATUS=").is_some());
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=ready: server pid ")), "{msgs:?}");
+    v.close_stdin();
+    assert_eq!(v.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+#[test]
 fn a_failed_server_stops_the_watchdog() {
     let notify = NotifySocket::new();
     let v = Visor::test_server(["--exit-at-start", "1"])

@@ -15,6 +15,8 @@
 //!   echo {..}                 → {"echo": params, "pid": pid}
 //!   env {"name"}              → {"value": the variable's value or null}
 //!   setsid_grandchild         → starts `setsid sleep 1000` (its own session, holding stdout)
+//!   daemon                    → double-forks `setsid sleep 1000` (its parent exits at once), answers
+//!                               {"pid": the daemon's pid}
 //!   close_stdout              → answers, then closes stdout and keeps running
 //!   half_line                 → writes half of its answer, then exits with code 4
 //!   alloc {"mb": n}           → allocates, touches and keeps n MiB more
@@ -323,6 +325,16 @@ fn main() {
                 let _ = o.flush();
             }
             "grandchild" => reply(result(&id, json!({"pid": spawn_grandchild()}))),
+            "daemon" => {
+                // The shell exits after starting it: the daemon is orphaned while the server runs.
+                let out = Command::new("sh")
+                    .args(["-c", "setsid sleep 1000 </dev/null >/dev/null 2>&1 & echo $!"])
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::null())
+                    .output();
+                let pid = out.ok().and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse::<u32>().ok());
+                reply(result(&id, json!({"pid": pid.unwrap_or(0)})))
+            }
             "ask_client" => {
                 let n = next_id.fetch_add(1, Ordering::Relaxed);
                 let req_id = format!("srv-{n}");
