@@ -8,6 +8,9 @@
 //! answer to `initialize`) each way, and mcpvisor's crash recovery (SIGKILL of the server to the
 //! next successful request, with `--backoff-initial 0`), to compare with the server's start-up.
 //!
+//! `MCPVISOR_BENCH_BASELINE=/path/to/an/older/mcpvisor` adds that binary as a column of its own
+//! (`baseline`), interleaved with the others, to compare two builds in one run.
+//!
 //! The bench binary is its own echo server: run with `MCPVISOR_BENCH_ECHO=1` it answers every
 //! request line with `{"jsonrpc":"2.0","id":ID,"result":{"echo":PARAMS}}`. The client side writes
 //! and reads on separate threads, so large messages cannot deadlock and the client is not the
@@ -33,6 +36,9 @@ fn main() {
     let cfg = if quick { Config::quick() } else { Config::full() };
     let socat = which("socat");
     let mut kinds = vec![Kind::Direct, Kind::Mcpvisor];
+    if baseline().is_some() {
+        kinds.push(Kind::Baseline);
+    }
     if socat {
         kinds.push(Kind::Socat);
     } else {
@@ -68,7 +74,13 @@ fn main() {
 enum Kind {
     Direct,
     Mcpvisor,
+    /// Another mcpvisor build (`MCPVISOR_BENCH_BASELINE`).
+    Baseline,
     Socat,
+}
+
+fn baseline() -> Option<PathBuf> {
+    std::env::var_os("MCPVISOR_BENCH_BASELINE").filter(|p| !p.is_empty()).map(PathBuf::from)
 }
 
 impl Kind {
@@ -76,8 +88,14 @@ impl Kind {
         match self {
             Kind::Direct => "direct",
             Kind::Mcpvisor => "mcpvisor",
+            Kind::Baseline => "baseline",
             Kind::Socat => "socat",
         }
+    }
+
+    /// Whether this is an mcpvisor (which has crash recovery and its own RSS to report).
+    fn supervises(self) -> bool {
+        matches!(self, Kind::Mcpvisor | Kind::Baseline)
     }
 }
 
@@ -195,8 +213,12 @@ fn spawn(kind: Kind) -> Setup {
     let me = std::env::current_exe().expect("bench exe");
     let mut cmd = match kind {
         Kind::Direct => Command::new(&me),
-        Kind::Mcpvisor => {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_mcpvisor"));
+        Kind::Mcpvisor | Kind::Baseline => {
+            let bin = match kind {
+                Kind::Baseline => baseline().expect("MCPVISOR_BENCH_BASELINE"),
+                _ => PathBuf::from(env!("CARGO_BIN_EXE_mcpvisor")),
+            };
+            let mut c = Command::new(bin);
             c.args(["run", "--ping-interval", "0", "--backoff-initial", "0", "--log-level", "warn", "--"]).arg(&me);
             c
         }
@@ -273,11 +295,11 @@ impl Setup {
 
 fn run_round(kind: Kind, cfg: &Config) -> Figures {
     let startup_ms = median((0..cfg.restarts).map(|_| startup(kind)).collect());
-    let recovery_ms = (kind == Kind::Mcpvisor).then(|| median((0..cfg.restarts).map(|_| recovery()).collect()));
+    let recovery_ms = kind.supervises().then(|| median((0..cfg.restarts).map(|_| recovery(kind)).collect()));
     let s = spawn(kind);
     s.initialize();
     let idle_rss_kib =
-        (kind == Kind::Mcpvisor).then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
+        kind.supervises().then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
 
     let mut lat = Vec::with_capacity(cfg.rtt_requests);
     for i in 0..cfg.rtt_requests {
@@ -314,7 +336,7 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
     }
     let big_mb_per_sec = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
     let peak_rss_kib =
-        (kind == Kind::Mcpvisor).then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmHWM")).flatten();
+        kind.supervises().then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmHWM")).flatten();
     s.close();
     Figures {
         rtt_p50_us: pct(0.5),
@@ -344,8 +366,8 @@ fn startup(kind: Kind) -> f64 {
 }
 
 /// Milliseconds from a SIGKILL of mcpvisor's server to the next request that succeeds.
-fn recovery() -> f64 {
-    let s = spawn(Kind::Mcpvisor);
+fn recovery(kind: Kind) -> f64 {
+    let s = spawn(kind);
     s.initialize();
     s.send("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"bench/pid\"}\n".to_owned());
     let reply: serde_json::Value = serde_json::from_slice(&s.recv_line()).expect("pid reply");

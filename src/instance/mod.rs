@@ -327,7 +327,6 @@ impl<I: ClientInput> Instance<I> {
         if !self.queue.is_empty() && self.life.is_ready() {
             self.flush_queue();
         }
-        self.publish_summary();
         if let Some(ended) = self.life.stop_finished(now, self.child_out.is_some()) {
             self.child_out = None;
             self.after_child_gone(ended);
@@ -339,6 +338,7 @@ impl<I: ClientInput> Instance<I> {
         if self.life.restart_due(now, awaiting) {
             self.child_in = None;
         }
+        self.publish_summary();
     }
 
     fn next_deadline(&self) -> Option<Instant> {

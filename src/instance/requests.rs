@@ -82,20 +82,21 @@ impl<I: ClientInput> Instance<I> {
         if pending > 0 {
             tracing::warn!(pending, "drain timeout: answering unfinished requests with an error");
         }
-        self.settle_for_exit(&OwnError::ServerStopped);
-        let was_up = self.life.is_up();
-        if !self.life.stop_for_shutdown() {
-            self.outcome.get_or_insert(Outcome::Stopped);
-        } else if was_up {
-            self.child_in = None;
-        }
+        self.stop_server_for_exit(&OwnError::ServerStopped, false);
     }
 
     /// A second SIGTERM: every request gets its answer now, and the server's group SIGKILL.
     fn force_exit(&mut self) {
-        self.settle_for_exit(&OwnError::ShuttingDown);
+        self.stop_server_for_exit(&OwnError::ShuttingDown, true);
+    }
+
+    /// Answers what is still owed with `error` and stops the server (skipping every wait with
+    /// `force`); with no server left to stop, the instance ends.
+    fn stop_server_for_exit(&mut self, error: &OwnError, force: bool) {
+        self.settle_for_exit(error);
         let was_up = self.life.is_up();
-        if !self.life.force() {
+        let stopping = if force { self.life.force() } else { self.life.stop_for_shutdown() };
+        if !stopping {
             self.outcome.get_or_insert(Outcome::Stopped);
         } else if was_up {
             self.child_in = None;

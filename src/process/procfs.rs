@@ -40,6 +40,27 @@ pub fn processes() -> Vec<ProcStat> {
     entries.flatten().filter_map(|entry| process(entry.file_name().to_str()?.parse::<i32>().ok()?)).collect()
 }
 
+/// The children of process `pid` (of all its threads), from `/proc/PID/task/*/children`: a few
+/// small reads instead of a scan of every process. `None` where the kernel does not provide
+/// those files.
+pub fn children(pid: i32) -> Option<Vec<i32>> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let mut out = Vec::new();
+    for task in tasks.flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).ok()?;
+        out.extend(text.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    Some(out)
+}
+
+/// The children of process `pid` as they can be read now.
+pub fn child_processes(pid: i32) -> Vec<ProcStat> {
+    match children(pid) {
+        Some(pids) => pids.into_iter().filter_map(process).collect(),
+        None => processes().into_iter().filter(|p| p.ppid == pid).collect(),
+    }
+}
+
 /// Resident memory of one process, in bytes (0 if it is gone).
 pub fn resident_bytes(pid: i32) -> u64 {
     let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096) as u64;
@@ -91,6 +112,11 @@ mod tests {
         assert!(status_kib(me, "VmHWM").is_some_and(|k| k > 0));
         assert_eq!(status_kib(me, "NoSuchField"), None);
         assert!(environ_var(me, "PATH").is_some());
+        let mut child = std::process::Command::new("sleep").arg("10").spawn().expect("sleep");
+        let pid = child.id() as i32;
+        assert!(child_processes(me).iter().any(|p| p.pid == pid && p.ppid == me));
+        let _ = child.kill();
+        let _ = child.wait();
         assert_eq!(environ_var(me, "MCPVISOR_NO_SUCH_VARIABLE"), None);
     }
 }

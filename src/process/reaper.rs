@@ -73,11 +73,8 @@ impl Reaper {
         };
         let task = reaper.clone();
         tokio::spawn(async move {
-            loop {
+            while sigchld.recv().await.is_some() {
                 task.check();
-                if sigchld.recv().await.is_none() {
-                    break;
-                }
             }
         });
         Ok(reaper)
@@ -106,8 +103,8 @@ impl Reaper {
             }
         }
         if self.inner.adopt_orphans {
-            for p in procfs::processes() {
-                if p.ppid == self.inner.me && p.is_zombie() && !leaders.contains_key(&p.pid) {
+            for p in procfs::child_processes(self.inner.me) {
+                if p.is_zombie() && !leaders.contains_key(&p.pid) {
                     let _ = waitpid(Pid::from_raw(p.pid), Some(WaitPidFlag::WNOHANG));
                 }
             }
@@ -153,7 +150,7 @@ impl Reaper {
         let leaders = self.leaders();
         let mut killed = Vec::new();
         for _ in 0..SWEEP_PASSES {
-            let orphans: Vec<i32> = procfs::processes()
+            let orphans: Vec<i32> = procfs::child_processes(self.inner.me)
                 .into_iter()
                 .filter(|p| p.ppid == self.inner.me && !leaders.contains_key(&p.pid) && wanted(p.pid))
                 .map(|p| p.pid)

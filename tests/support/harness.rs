@@ -3,7 +3,10 @@
 //! happened from the instance's status snapshot (through its handle), never from log text.
 //!
 //! Every test of a binary shares one host: one runtime and one reaper, as in mcpvisor itself
-//! (two reapers in one process would reap each other's servers).
+//! (two reapers in one process would reap each other's servers). The runtime is mcpvisor's own
+//! kind, current-thread, driven by a thread of its own; each test's body runs on its test thread
+//! with the runtime's I/O and timers. (A multi-threaded runtime would need a tokio feature that
+//! dev-dependencies would then also switch on in the benchmarked binary.)
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -28,17 +31,22 @@ use mcpvisor::process::Reaper;
 pub const TIMEOUT: Duration = Duration::from_secs(20);
 
 struct Host {
-    runtime: tokio::runtime::Runtime,
+    runtime: tokio::runtime::Handle,
     reaper: Reaper,
 }
 
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
     HOST.get_or_init(|| {
-        let runtime =
-            tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("a runtime");
-        let reaper = runtime.block_on(async { Reaper::start(true) }).expect("a reaper");
-        Host { runtime, reaper }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
+            let reaper = runtime.block_on(async { Reaper::start(true) }).expect("a reaper");
+            tx.send(Host { runtime: runtime.handle().clone(), reaper }).expect("the test waits");
+            // Drives the runtime's I/O and timers for every test, for as long as the process lives.
+            runtime.block_on(std::future::pending::<()>());
+        });
+        rx.recv().expect("the host starts")
     })
 }
 
