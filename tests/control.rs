@@ -200,6 +200,21 @@ fn malformed_control_requests_get_errors_and_the_relay_goes_on() {
 }
 
 #[test]
+fn listing_instances_leaves_no_warnings_in_their_logs() {
+    // `mcpvisor status` connects to every socket to see whether it is live, then hangs up.
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--name", "quiet"]).spawn();
+    v.initialize();
+    v.wait_control();
+    for _ in 0..3 {
+        assert_eq!(v.ctl(&["status"]).status.code(), Some(0));
+    }
+    // A real malformed request afterwards: once its warning is in the log, the log has caught up.
+    raw_request(&v.runtime_dir.join("quiet.sock"), b"garbage\n");
+    v.wait_log("malformed request");
+    assert_eq!(v.log_count("control request failed"), 1, "{}", v.log());
+}
+
+#[test]
 fn socket_and_directory_are_private() {
     use std::os::unix::fs::PermissionsExt;
     let mut v = Visor::test_server(Vec::<String>::new()).args(["--name", "p"]).spawn();

@@ -116,8 +116,10 @@ async fn serve(stream: UnixStream, handle: InstanceHandle) {
     let (read, mut write) = stream.into_split();
     let response = match tokio::time::timeout(IO_TIMEOUT, read_request(read)).await {
         Err(_) => Response::error(format!("no complete request within {}s", IO_TIMEOUT.as_secs())),
+        // Connected and closed without a word: `mcpvisor status` checking that the socket is live.
+        Ok(Ok(None)) => return,
         Ok(Err(msg)) => Response::error(msg),
-        Ok(Ok(request)) => Response::from_reply(handle.call(request.command.to_instance()).await),
+        Ok(Ok(Some(request))) => Response::from_reply(handle.call(request.command.to_instance()).await),
     };
     if !response.ok {
         tracing::warn!("control request failed: {}", response.error.as_deref().unwrap_or(""));
@@ -127,12 +129,16 @@ async fn serve(stream: UnixStream, handle: InstanceHandle) {
     let _ = tokio::time::timeout(IO_TIMEOUT, write.write_all(&line)).await;
 }
 
-async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Request, String> {
+/// The request, or `None` if the peer closed the connection without sending anything.
+async fn read_request(read: tokio::net::unix::OwnedReadHalf) -> Result<Option<Request>, String> {
     let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST + 1));
     let mut line = Vec::new();
     reader.read_until(b'\n', &mut line).await.map_err(|e| format!("reading the request failed: {e}"))?;
+    if line.is_empty() {
+        return Ok(None);
+    }
     if line.len() as u64 > MAX_REQUEST {
         return Err(format!("request larger than {MAX_REQUEST} bytes"));
     }
-    parse_request(&line)
+    parse_request(&line).map(Some)
 }
