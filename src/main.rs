@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use mcpvisor::app::{commands, connect, run};
+use mcpvisor::app::{commands, connect, run, serve};
 use mcpvisor::cli::usage::{self, Usage};
 use mcpvisor::cli::{config_file, Cli, Command};
 use mcpvisor::control::Command as ControlCommand;
@@ -25,12 +25,13 @@ fn main() -> ExitCode {
     };
     let code = match cli.command {
         Command::Run(args) => run::run(*args),
+        Command::Serve(args) => serve::run(*args, &argv),
         Command::Status { name, json } => commands::status(name.as_deref(), json),
         Command::Restart { name } => commands::simple(&name, ControlCommand::Restart),
         Command::Stop { name } => commands::simple(&name, ControlCommand::Stop),
         Command::Logs { name, lines } => commands::logs(&name, lines),
         Command::Metrics { name } => commands::metrics(name.as_deref()),
-        Command::Connect { socket } => connect::run(&socket),
+        Command::Connect { target } => connect::run(&target),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mcpvisor", &mut std::io::stdout());
             exit::OK

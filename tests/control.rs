@@ -253,18 +253,6 @@ fn another_uid_is_refused() {
     assert!(v.request(1, "echo", json!({}))["result"].is_object());
 }
 
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (code, body)
-}
-
 #[test]
 fn http_metrics_healthz_and_readyz() {
     let mut v = Visor::test_server(Vec::<String>::new())

@@ -106,11 +106,13 @@ pub fn metrics(name: Option<&str>) -> u8 {
         return exit::UNAVAILABLE;
     }
     let mut code = exit::OK;
+    let mut texts = Vec::new();
     for (n, p) in targets {
         match ask(&n, &p, Command::Metrics) {
-            Ok(r) => print!("{}", r.metrics.unwrap_or_default()),
+            Ok(r) => texts.push(r.metrics.unwrap_or_default()),
             Err(c) => code = c,
         }
     }
+    print!("{}", crate::observe::metrics::merge(&texts));
     code
 }

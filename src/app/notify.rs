@@ -82,12 +82,24 @@ impl Notifier {
         }
     }
 
+    /// A daemon is up: its listeners are open.
+    pub fn daemon_ready(&mut self, servers: usize) {
+        self.ready();
+        self.status(&format!("serving {servers} server(s)"));
+    }
+
+    /// A daemon started draining.
+    pub fn daemon_stopping(&mut self) {
+        self.stopping();
+        self.status("draining");
+    }
+
     /// Reports one instance's summaries and keeps the watchdog fed, until the instance ends.
     /// `window`: its restart window, for the STATUS line.
     pub async fn report(mut self, mut summary: watch::Receiver<Summary>, instance: InstanceHandle, window: Duration) {
         let mut watchdog = self.watchdog.map(tokio::time::interval);
         loop {
-            let Summary { state, pid, restarts_in_window } = *summary.borrow_and_update();
+            let Summary { state, pid, restarts_in_window, .. } = *summary.borrow_and_update();
             match state {
                 State::Ready => self.ready(),
                 State::Draining => self.stopping(),

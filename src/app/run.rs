@@ -21,7 +21,7 @@ pub fn run(args: RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let _log_guard = match super::logging::init(args.log_level, args.log_format, args.log_file.as_deref()) {
+    let _log_guard = match super::logging::init(args.log.log_level, args.log.log_format, args.log.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
             eprintln!("mcpvisor: {e}; check the path or drop --log-file");
@@ -49,12 +49,12 @@ pub fn run(args: RunArgs) -> u8 {
             None => discovery::default_name(&config.spec.program, &config.spec.args),
         };
         let window = config.policy.window;
-        let services = Services { scope: reaper.scope() };
+        let services = Services { scope: reaper.scope(), tail: Default::default() };
         let (mut instance, handle) = match Instance::start(config, wanted.clone(), port, services) {
             Ok(started) => started,
-            Err(e) => {
+            Err(crate::instance::StartFailed { error: e, .. }) => {
                 // With logs on stderr the message below is the log; a log file gets it too.
-                if args.log_file.is_some() {
+                if args.log.log_file.is_some() {
                     tracing::error!("cannot start the server: {e}");
                 }
                 eprintln!("mcpvisor: cannot start the server: {e}");

@@ -1,4 +1,5 @@
-//! `--config FILE`: every `mcpvisor run` option in a TOML file, the server command included.
+//! Options in TOML files. `run --config FILE` takes every `mcpvisor run` option, the server
+//! command included; `serve`'s file (see [`super::serve_file`]) is read with the same pieces.
 //!
 //! Keys are the long option names (`max-restarts = 5`, `ping-interval = "15s"`, `no-retry = true`),
 //! plus `command = ["npx", "-y", "@modelcontextprotocol/server-everything"]` and an `[env]` table.
@@ -15,12 +16,116 @@ use clap::{CommandFactory, Parser};
 
 use super::Cli;
 
-/// Keys that are not `run` flags of their own.
+/// Keys that are not flags of their own.
 const COMMAND_KEY: &str = "command";
 const ENV_KEY: &str = "env";
 
-fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].matches('\n').count() + 1
+/// A TOML table whose keys keep their positions, for error messages with lines.
+pub type Table = BTreeMap<String, toml::Spanned<toml::Value>>;
+
+/// A file's text, and its name for messages.
+pub struct Source {
+    pub file: String,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Source, String> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {file}: {e}"))?;
+        Ok(Source { file, text })
+    }
+
+    /// Deserializes the whole file (as `T`), with the TOML error on one line.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        toml::from_str(&self.text)
+            .map_err(|e| format!("{}: {}", self.file, e.to_string().lines().collect::<Vec<_>>().join(" ")))
+    }
+
+    /// The line a span starts on.
+    pub fn line(&self, span: std::ops::Range<usize>) -> usize {
+        self.text[..span.start.min(self.text.len())].matches('\n').count() + 1
+    }
+}
+
+/// What a table may hold.
+pub struct Keys<'a> {
+    /// The subcommand whose parser checks each value (`run`, `serve`).
+    pub subcommand: &'a str,
+    /// The option names allowed as keys.
+    pub options: Vec<String>,
+    /// Whether `command = [...]` and an `env` table are allowed.
+    pub command_and_env: bool,
+    /// Nested tables the caller reads itself (skipped here).
+    pub nested: &'a [&'a str],
+    /// Said after "unknown key": which keys are allowed.
+    pub hint: &'a str,
+}
+
+impl Keys<'_> {
+    /// The long options of `subcommand`, those under `heading` (`None`: every one), but `config`.
+    pub fn options_of(subcommand: &str, headings: &[Option<&str>]) -> Vec<String> {
+        let Some(cmd) = Cli::command().find_subcommand(subcommand).cloned() else { return Vec::new() };
+        cmd.get_arguments()
+            .filter(|a| headings.is_empty() || headings.contains(&a.get_help_heading()))
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .filter(|l| l != "config" && l != "help")
+            .collect()
+    }
+}
+
+/// The flags a table stands for, and the command it names (empty if none).
+pub fn table_flags(source: &Source, table: Table, keys: &Keys<'_>) -> Result<(Vec<OsString>, Vec<OsString>), String> {
+    let file = &source.file;
+    let mut flags = Vec::new();
+    let mut command = Vec::new();
+    for (key, spanned) in table {
+        if keys.nested.contains(&key.as_str()) {
+            continue;
+        }
+        let line = source.line(spanned.span());
+        let at = |msg: String| format!("{file}:{line}: `{key}`: {msg}");
+        let value = spanned.into_inner();
+        let mut these: Vec<String> = Vec::new();
+        match key.as_str() {
+            COMMAND_KEY if keys.command_and_env => {
+                let items = value.as_array().ok_or_else(|| at("must be an array of strings".into()))?;
+                for item in items {
+                    command
+                        .push(OsString::from(item.as_str().ok_or_else(|| at("must be an array of strings".into()))?));
+                }
+                if command.is_empty() {
+                    return Err(at("must not be empty".into()));
+                }
+                continue;
+            }
+            ENV_KEY if keys.command_and_env => {
+                let env = value.as_table().ok_or_else(|| at("must be a table of KEY = \"VALUE\"".into()))?;
+                for (k, v) in env {
+                    let v = scalar(v).ok_or_else(|| at(format!("value of {k} must be a string")))?;
+                    these.extend(["--env".to_owned(), format!("{k}={v}")]);
+                }
+            }
+            k if keys.options.iter().any(|n| n == k) => match &value {
+                toml::Value::Boolean(true) => these.push(format!("--{k}")),
+                toml::Value::Boolean(false) => {}
+                v => these
+                    .extend([format!("--{k}"), scalar(v).ok_or_else(|| at("must be a string or a number".into()))?]),
+            },
+            _ => return Err(format!("{file}:{line}: unknown key `{key}` ({})", keys.hint)),
+        }
+        // Check the value with the flag's own parser, so the error can point at the file.
+        let mut probe = vec!["mcpvisor".to_owned(), keys.subcommand.to_owned()];
+        probe.extend(these.iter().cloned());
+        probe.extend(["--".to_owned(), "x".to_owned()]);
+        if let Err(e) = Cli::try_parse_from(&probe) {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid value").trim_start_matches("error: ");
+            return Err(at(first.to_owned()));
+        }
+        flags.extend(these.into_iter().map(OsString::from));
+    }
+    Ok((flags, command))
 }
 
 fn scalar(v: &toml::Value) -> Option<String> {
@@ -32,66 +137,18 @@ fn scalar(v: &toml::Value) -> Option<String> {
     }
 }
 
-/// The flags a config file stands for, and its server command if it has one.
+/// The flags a `run --config` file stands for, and its server command if it has one.
 pub fn flags_from_file(path: &Path) -> Result<(Vec<OsString>, Vec<OsString>), String> {
-    let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read config file {file}: {e}"))?;
-    let table: BTreeMap<String, toml::Spanned<toml::Value>> = toml::from_str(&text)
-        .map_err(|e| format!("{file}: {}", e.to_string().lines().collect::<Vec<_>>().join(" ")))?;
-    let run = Cli::command().find_subcommand("run").cloned().ok_or("no run command")?;
-    let known: Vec<String> = run
-        .get_arguments()
-        .filter_map(|a| a.get_long().map(str::to_owned))
-        .filter(|l| l != "config" && l != "help")
-        .collect();
-    let mut flags = Vec::new();
-    let mut command = Vec::new();
-    for (key, spanned) in table {
-        let line = line_of(&text, spanned.span().start);
-        let at = |msg: String| format!("{file}:{line}: `{key}`: {msg}");
-        let value = spanned.into_inner();
-        let mut these: Vec<String> = Vec::new();
-        match key.as_str() {
-            COMMAND_KEY => {
-                let items = value.as_array().ok_or_else(|| at("must be an array of strings".into()))?;
-                for item in items {
-                    command.push(OsString::from(item.as_str().ok_or_else(|| at("must be an array of strings".into()))?));
-                }
-                if command.is_empty() {
-                    return Err(at("must not be empty".into()));
-                }
-                continue;
-            }
-            ENV_KEY => {
-                let env = value.as_table().ok_or_else(|| at("must be a table of KEY = \"VALUE\"".into()))?;
-                for (k, v) in env {
-                    let v = scalar(v).ok_or_else(|| at(format!("value of {k} must be a string")))?;
-                    these.extend(["--env".to_owned(), format!("{k}={v}")]);
-                }
-            }
-            k if known.iter().any(|n| n == k) => match &value {
-                toml::Value::Boolean(true) => these.push(format!("--{k}")),
-                toml::Value::Boolean(false) => {}
-                v => these.extend([format!("--{k}"), scalar(v).ok_or_else(|| at("must be a string or a number".into()))?]),
-            },
-            _ => {
-                return Err(format!(
-                    "{file}:{line}: unknown key `{key}` (use the long options of `mcpvisor run`, like max-restarts, plus `command` and `[env]`)"
-                ))
-            }
-        }
-        // Check the value with the flag's own parser, so the error can point at the file.
-        let mut probe = vec!["mcpvisor".to_owned(), "run".to_owned()];
-        probe.extend(these.iter().cloned());
-        probe.extend(["--".to_owned(), "x".to_owned()]);
-        if let Err(e) = Cli::try_parse_from(&probe) {
-            let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid value").trim_start_matches("error: ");
-            return Err(at(first.to_owned()));
-        }
-        flags.extend(these.into_iter().map(OsString::from));
-    }
-    Ok((flags, command))
+    let source = Source::read(path)?;
+    let table: Table = source.parse()?;
+    let keys = Keys {
+        subcommand: "run",
+        options: Keys::options_of("run", &[]),
+        command_and_env: true,
+        nested: &[],
+        hint: "use the long options of `mcpvisor run`, like max-restarts, plus `command` and `[env]`",
+    };
+    table_flags(&source, table, &keys)
 }
 
 /// The `run` argument list with the file's flags first; the file's command is used when the
@@ -133,10 +190,10 @@ mod tests {
         let merged = merge(&raw, flags, command);
         let cli = Cli::try_parse_from(&merged).expect("merged parses");
         let crate::cli::Command::Run(args) = cli.command else { panic!("not run") };
-        assert_eq!(args.max_restarts, 7, "the command line overrides the file");
-        assert_eq!(args.ping_interval, std::time::Duration::from_secs(5));
-        assert!(args.no_retry);
-        assert_eq!(args.env, vec![crate::config::EnvVar::new("K", "v")]);
+        assert_eq!(args.server.max_restarts, 7, "the command line overrides the file");
+        assert_eq!(args.server.ping_interval, std::time::Duration::from_secs(5));
+        assert!(args.server.no_retry);
+        assert_eq!(args.server.env, vec![crate::config::EnvVar::new("K", "v")]);
         assert_eq!(args.command, vec![OsString::from("srv"), OsString::from("a")]);
     }
 

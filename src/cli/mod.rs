@@ -5,13 +5,15 @@
 
 pub mod config_file;
 mod run;
+pub mod serve;
+pub mod serve_file;
+pub mod server;
 pub mod usage;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
 pub use run::RunArgs;
+pub use serve::ServeArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "mcpvisor", version, about = "A process supervisor for MCP stdio servers", long_about = None)]
@@ -28,6 +30,12 @@ pub enum Command {
     /// command. Only protocol messages are written to stdout; logs go to stderr or --log-file.
     #[command(args_override_self = true)]
     Run(Box<RunArgs>),
+    /// Run a daemon that supervises the MCP servers of a file (or one server) for many clients.
+    ///
+    /// Clients reach a server by name with `mcpvisor connect NAME`. Each server's options are
+    /// those of `mcpvisor run`, plus how clients share it.
+    #[command(args_override_self = true)]
+    Serve(Box<ServeArgs>),
     /// Show running instances (one line each), or one instance in full.
     ///
     /// Exit status: 0 all ready, 1 any not ready (degraded or failed), 3 no instance reachable.
@@ -50,9 +58,17 @@ pub enum Command {
     },
     /// Print Prometheus metrics of one instance, or of all.
     Metrics { name: Option<String> },
-    /// Bridge stdin/stdout to a Unix socket, e.g. a socket-activated mcpvisor service, so that a
-    /// stdio-only MCP client can use it as its server command.
-    Connect { socket: PathBuf },
+    /// Bridge stdin/stdout to a server of a running `mcpvisor serve` (by NAME) or to a Unix
+    /// socket (a PATH, containing `/`: e.g. a socket-activated service), so that a stdio MCP
+    /// client can use it as its server command.
+    ///
+    /// Exit status: 3 when nothing serves NAME (the client's first request is answered with an
+    /// error that says what to start) or the socket cannot be reached.
+    Connect {
+        /// A server's name, or a socket's path.
+        #[arg(value_name = "NAME|SOCKET")]
+        target: String,
+    },
     /// Print a shell completion script (e.g. `mcpvisor completions bash > /etc/bash_completion.d/mcpvisor`).
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff): `mcpvisor man > mcpvisor.1`, `mcpvisor man run > mcpvisor-run.1`.

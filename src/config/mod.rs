@@ -3,6 +3,7 @@
 //! file, later a daemon's file): `cli` turns its input into these types, and the process,
 //! lifecycle and instance modules read them.
 
+pub mod serve;
 pub mod units;
 
 use std::ffi::OsString;

@@ -195,6 +195,18 @@ pub fn live_instances() -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The client endpoints (`NAME.mcp`) of daemon servers called `name` that exist, most preferred
+/// first. They are not probed: each connection to an endpoint is a client (and, for a per-client
+/// server, starts a process), so the caller connects for real and moves on if it is refused.
+pub fn endpoints(name: &str) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    candidate_dirs()
+        .into_iter()
+        .map(|d| d.join(format!("{name}.mcp")))
+        .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
+        .collect()
+}
+
 /// The socket of the instance called `name`, if one answers.
 pub fn find(name: &str) -> Option<PathBuf> {
     candidate_dirs().into_iter().map(|d| d.join(format!("{name}.sock"))).find(|p| is_live(p))

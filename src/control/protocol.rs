@@ -79,6 +79,7 @@ impl Response {
             Ok(Reply::Refused(error)) => Response::error(error),
             Ok(Reply::Logs(lines)) => Response { lines: Some(lines), ..Response::ok() },
             Ok(Reply::Metrics(text)) => Response { metrics: Some(text), ..Response::ok() },
+            Ok(Reply::Counters(_)) => Response::error("counters are not part of the control protocol"),
             Err(CallError::Gone) => Response::error("mcpvisor is shutting down"),
             Err(CallError::Timeout(_)) => Response::error("mcpvisor did not answer in time"),
         }

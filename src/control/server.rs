@@ -12,23 +12,41 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
 use super::discovery;
-use super::protocol::{parse_request, Request, Response, IO_TIMEOUT, MAX_REQUEST};
+use super::protocol::{parse_request, Command, Request, Response, IO_TIMEOUT, MAX_REQUEST};
 use crate::instance::InstanceHandle;
+
+/// What a control socket controls: an instance (`run`), or a daemon's server and its processes.
+pub trait ControlTarget: Clone + Send + Sync + 'static {
+    fn answer(&self, command: Command) -> impl std::future::Future<Output = Response> + Send;
+}
+
+impl ControlTarget for InstanceHandle {
+    async fn answer(&self, command: Command) -> Response {
+        Response::from_reply(self.call(command.to_instance()).await)
+    }
+}
 
 /// Names an instance and opens its control socket. Never fatal: without a socket mcpvisor
 /// still relays and supervises, so a problem here is logged and the name is still returned.
-pub fn open(wanted: &str, explicit_path: Option<&Path>, handle: InstanceHandle) -> (String, Option<ControlServer>) {
-    let (name, path) = match claim(wanted, explicit_path) {
-        Ok(claimed) => claimed,
+pub fn open<T: ControlTarget>(
+    wanted: &str,
+    explicit_path: Option<&Path>,
+    target: T,
+) -> (String, Option<ControlServer>) {
+    match claim(wanted, explicit_path) {
+        Ok((name, path)) => bind_named(wanted, name, &path, target),
         Err(e) => {
             tracing::warn!("no control socket: {e}");
-            return (wanted.to_owned(), None);
+            (wanted.to_owned(), None)
         }
-    };
+    }
+}
+
+fn bind_named<T: ControlTarget>(wanted: &str, name: String, path: &Path, target: T) -> (String, Option<ControlServer>) {
     if name != wanted {
         tracing::warn!("an instance named {wanted} is already running; this one is {name}");
     }
-    match ControlServer::bind(&path, handle) {
+    match ControlServer::bind(path, target) {
         Ok(server) => {
             tracing::info!(name, socket = %path.display(), "control socket ready");
             (name, Some(server))
@@ -36,6 +54,17 @@ pub fn open(wanted: &str, explicit_path: Option<&Path>, handle: InstanceHandle) 
         Err(e) => {
             tracing::warn!(socket = %path.display(), "cannot open the control socket: {e}");
             (name, None)
+        }
+    }
+}
+
+/// As [`open`], in directory `dir` (a daemon's, for one of its servers).
+pub fn open_in<T: ControlTarget>(dir: &Path, wanted: &str, target: T) -> (String, Option<ControlServer>) {
+    match discovery::claim(dir, wanted) {
+        Ok((name, path)) => bind_named(wanted, name, &path, target),
+        Err(e) => {
+            tracing::warn!("no control socket: {e}");
+            (wanted.to_owned(), None)
         }
     }
 }
@@ -74,10 +103,10 @@ impl Drop for ControlServer {
 
 impl ControlServer {
     /// Binds `path` (mode 0600) and serves it. Must run inside the runtime.
-    pub fn bind(path: &Path, handle: InstanceHandle) -> io::Result<ControlServer> {
+    pub fn bind<T: ControlTarget>(path: &Path, target: T) -> io::Result<ControlServer> {
         let listener = UnixListener::bind(path)?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let task = tokio::spawn(accept_loop(listener, handle));
+        let task = tokio::spawn(accept_loop(listener, target));
         Ok(ControlServer { path: path.to_owned(), task })
     }
 
@@ -86,8 +115,23 @@ impl ControlServer {
     }
 }
 
-async fn accept_loop(listener: UnixListener, handle: InstanceHandle) {
-    let me = nix::unistd::getuid().as_raw();
+/// Whether a peer may use one of mcpvisor's sockets (`what`: "control", "client"): root, or
+/// the user mcpvisor runs as. A stranger is logged.
+pub fn peer_allowed(stream: &UnixStream, what: &str) -> bool {
+    match stream.peer_cred() {
+        Ok(cred) if cred.uid() == nix::unistd::getuid().as_raw() || cred.uid() == 0 => true,
+        Ok(cred) => {
+            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "{what} connection from another user refused");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("{what} connection refused: cannot read its credentials: {e}");
+            false
+        }
+    }
+}
+
+async fn accept_loop<T: ControlTarget>(listener: UnixListener, target: T) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -97,29 +141,21 @@ async fn accept_loop(listener: UnixListener, handle: InstanceHandle) {
                 continue;
             }
         };
-        match stream.peer_cred() {
-            Ok(cred) if cred.uid() == me || cred.uid() == 0 => {}
-            Ok(cred) => {
-                tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "control connection from another user refused");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!("control connection refused: cannot read its credentials: {e}");
-                continue;
-            }
+        if !peer_allowed(&stream, "control") {
+            continue;
         }
-        tokio::spawn(serve(stream, handle.clone()));
+        tokio::spawn(serve(stream, target.clone()));
     }
 }
 
-async fn serve(stream: UnixStream, handle: InstanceHandle) {
+async fn serve<T: ControlTarget>(stream: UnixStream, target: T) {
     let (read, mut write) = stream.into_split();
     let response = match tokio::time::timeout(IO_TIMEOUT, read_request(read)).await {
         Err(_) => Response::error(format!("no complete request within {}s", IO_TIMEOUT.as_secs())),
         // Connected and closed without a word: `mcpvisor status` checking that the socket is live.
         Ok(Ok(None)) => return,
         Ok(Err(msg)) => Response::error(msg),
-        Ok(Ok(Some(request))) => Response::from_reply(handle.call(request.command.to_instance()).await),
+        Ok(Ok(Some(request))) => target.answer(request.command).await,
     };
     if !response.ok {
         tracing::warn!("control request failed: {}", response.error.as_deref().unwrap_or(""));

@@ -19,8 +19,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::instance::{Command, InstanceHandle, Reply};
-use crate::observe::status::State;
+use crate::control::protocol::Command;
+use crate::control::server::ControlTarget;
 
 /// How long a connection may stay open.
 const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
@@ -38,15 +38,16 @@ impl Drop for HttpServer {
 }
 
 impl HttpServer {
-    pub async fn bind(addr: SocketAddr, instance: InstanceHandle) -> std::io::Result<HttpServer> {
+    /// Serves `target` (an instance, or a daemon's servers) on `addr`.
+    pub async fn bind<T: ControlTarget>(addr: SocketAddr, target: T) -> std::io::Result<HttpServer> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { continue };
-                let instance = instance.clone();
+                let target = target.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| handle(req, instance.clone()));
+                    let service = service_fn(move |req| handle(req, target.clone()));
                     let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await {
                         tracing::debug!("metrics connection closed: {e}");
@@ -65,25 +66,25 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
     resp
 }
 
-async fn handle(req: Request<Incoming>, instance: InstanceHandle) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn handle<T: ControlTarget>(req: Request<Incoming>, target: T) -> Result<Response<Full<Bytes>>, Infallible> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return Ok(text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".into()));
     }
     let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "mcpvisor is not answering\n".into());
     let resp = match req.uri().path() {
-        "/metrics" => match instance.call(Command::Metrics).await {
-            Ok(Reply::Metrics(m)) => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", m),
-            _ => unavailable(),
+        "/metrics" => match target.answer(Command::Metrics).await.metrics {
+            Some(m) => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", m),
+            None => unavailable(),
         },
-        "/healthz" => match instance.call(Command::Health).await {
-            Ok(_) => text(StatusCode::OK, PLAIN, "ok\n".into()),
-            Err(_) => unavailable(),
+        "/healthz" => match target.answer(Command::Status).await.ok {
+            true => text(StatusCode::OK, PLAIN, "ok\n".into()),
+            false => unavailable(),
         },
-        "/readyz" => match instance.call(Command::Health).await {
-            Ok(Reply::Health(State::Ready)) => text(StatusCode::OK, PLAIN, "ready\n".into()),
-            Ok(Reply::Health(state)) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{}\n", state.as_str())),
-            _ => unavailable(),
+        "/readyz" => match target.answer(Command::Status).await.status {
+            Some(s) if s.is_ready() => text(StatusCode::OK, PLAIN, "ready\n".into()),
+            Some(s) => text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, format!("{}\n", s.state.as_str())),
+            None => unavailable(),
         },
         _ => text(StatusCode::NOT_FOUND, PLAIN, "try /metrics, /healthz or /readyz\n".into()),
     };

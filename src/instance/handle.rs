@@ -30,6 +30,8 @@ pub enum Command {
     Logs { lines: usize },
     /// The Prometheus text exposition.
     Metrics,
+    /// The counters themselves, for a host that adds up several instances.
+    Counters,
 }
 
 /// An instance's answer.
@@ -43,6 +45,7 @@ pub enum Reply {
     Refused(String),
     Logs(Vec<String>),
     Metrics(String),
+    Counters(Box<crate::observe::metrics::Metrics>),
 }
 
 /// A command with the channel for its answer, as the instance receives it.

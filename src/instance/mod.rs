@@ -56,6 +56,8 @@ const FLUSH_AT_EXIT: Duration = Duration::from_secs(2);
 pub struct Services {
     /// Where its servers are registered, and their orphans swept.
     pub scope: Scope,
+    /// Where its servers' stderr lines are kept (shared by the instances of one daemon server).
+    pub tail: SharedTail,
 }
 
 /// The few facts about an instance that its host reports on its behalf (systemd's STATUS line).
@@ -64,6 +66,15 @@ pub struct Summary {
     pub state: State,
     pub pid: Option<u32>,
     pub restarts_in_window: usize,
+    /// The current server process has written a protocol message: it is up and talking.
+    pub talking: bool,
+}
+
+/// The first server process could not be started; the client port is handed back (so that
+/// the client can still be told why).
+pub struct StartFailed<I> {
+    pub error: SpawnError,
+    pub port: ClientPort<I>,
 }
 
 /// How an instance ended.
@@ -143,7 +154,7 @@ impl<I: ClientInput> Instance<I> {
         name: String,
         port: ClientPort<I>,
         services: Services,
-    ) -> Result<(Instance<I>, InstanceHandle), SpawnError> {
+    ) -> Result<(Instance<I>, InstanceHandle), StartFailed<I>> {
         let (handle, calls) = InstanceHandle::channel();
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
         let now = Instant::now();
@@ -155,7 +166,7 @@ impl<I: ClientInput> Instance<I> {
             child_out: None,
             exits_tx,
             exits_rx,
-            tail: SharedTail::default(),
+            tail: services.tail,
             scope: services.scope,
             liveness: Liveness::new(cfg.ping_interval, cfg.ping_timeout, cfg.ping_failures),
             memory_check_at: None,
@@ -176,8 +187,14 @@ impl<I: ClientInput> Instance<I> {
             timer_at: None,
             cfg,
         };
-        instance.start_first()?;
-        Ok((instance, handle))
+        match instance.start_first() {
+            Ok(()) => Ok((instance, handle)),
+            Err(error) => {
+                let Instance { client, .. } = instance;
+                let port = ClientPort { input: client.input, output: client.output, writer: client.writer };
+                Err(StartFailed { error, port })
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -200,7 +217,13 @@ impl<I: ClientInput> Instance<I> {
 
     /// Runs until the client is gone, a stop is asked for, or (`--on-failure exit`) the server
     /// keeps crashing.
-    pub async fn run(mut self) -> Outcome {
+    pub async fn run(self) -> Outcome {
+        self.run_counted().await.0
+    }
+
+    /// [`Instance::run`], also handing back the instance's counters (a daemon keeps them for
+    /// its server after the client has gone).
+    pub async fn run_counted(mut self) -> (Outcome, Metrics) {
         self.publish_summary();
         let outcome = loop {
             if let Some(outcome) = self.outcome {
@@ -221,12 +244,12 @@ impl<I: ClientInput> Instance<I> {
             "mcpvisor exiting"
         );
         self.end_generation_processes();
-        let Instance { client, .. } = self;
+        let Instance { client, metrics, .. } = self;
         drop(client.output);
         if let Some(writer) = client.writer {
             let _ = tokio::time::timeout(FLUSH_AT_EXIT, writer).await;
         }
-        outcome
+        (outcome, metrics)
     }
 
     // ----- events -------------------------------------------------------------------------
@@ -378,6 +401,7 @@ impl<I: ClientInput> Instance<I> {
             state: self.life.public_state(self.session.handshake_in_progress()),
             pid: self.life.child().map(|c| c.pid),
             restarts_in_window: self.life.policy().restarts_in_window(self.now),
+            talking: self.liveness.heard(),
         }
     }
 }

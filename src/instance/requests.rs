@@ -34,6 +34,7 @@ impl<I: ClientInput> Instance<I> {
                 let status = self.status();
                 Reply::Metrics(crate::observe::metrics::render(&self.metrics, &status))
             }
+            Command::Counters => Reply::Counters(Box::new(self.metrics.clone())),
         }
     }
 

@@ -50,7 +50,7 @@ impl<I: ClientInput> Instance<I> {
             command: self.cfg.spec.argv(),
             env_keys: self.cfg.spec.env.iter().map(|var| var.key.to_string_lossy().into_owned()).collect(),
             state,
-            child,
+            child: child.clone(),
             restarts: status::Restarts {
                 in_window: policy.restarts_in_window(now),
                 window_secs: policy.config().window.as_secs(),
@@ -77,6 +77,18 @@ impl<I: ClientInput> Instance<I> {
                 server_version,
             },
             stderr_tail: if state == status::State::Ready { Vec::new() } else { self.tail.last(10) },
+            share: None,
+            clients: usize::from(!self.client.eof),
+            processes: child
+                .iter()
+                .map(|c| status::ProcessStatus {
+                    pid: c.pid,
+                    generation: c.generation,
+                    state,
+                    uptime_secs: c.uptime_secs,
+                    client: None,
+                })
+                .collect(),
         }
     }
 }

@@ -24,12 +24,23 @@ pub struct Liveness {
     probe_deadline: Option<Instant>,
     misses: u32,
     last_latency: Option<Duration>,
+    /// The current server has written something since it started.
+    heard: bool,
 }
 
 impl Liveness {
     /// `interval`: `None` when liveness checks are off.
     pub fn new(interval: Option<Duration>, timeout: Duration, failures: u32) -> Liveness {
-        Liveness { interval, timeout, failures, last_output: None, probe_deadline: None, misses: 0, last_latency: None }
+        Liveness {
+            interval,
+            timeout,
+            failures,
+            last_output: None,
+            probe_deadline: None,
+            misses: 0,
+            last_latency: None,
+            heard: false,
+        }
     }
 
     /// A new server generation started now.
@@ -37,6 +48,7 @@ impl Liveness {
         self.last_output = Some(now);
         self.probe_deadline = None;
         self.misses = 0;
+        self.heard = false;
     }
 
     /// The generation ended: nothing is watched until the next one.
@@ -50,6 +62,12 @@ impl Liveness {
     #[inline]
     pub fn output(&mut self, now: Instant) {
         self.last_output = Some(now);
+        self.heard = true;
+    }
+
+    /// Whether the current server has written anything since it started.
+    pub fn heard(&self) -> bool {
+        self.heard
     }
 
     /// When to check next; `active`: the server is up with its session established (probes

@@ -21,6 +21,14 @@ pub struct Histogram {
 }
 
 impl Histogram {
+    fn add(&mut self, other: &Histogram) {
+        for (a, b) in self.counts.iter_mut().zip(other.counts) {
+            *a += b;
+        }
+        self.sum += other.sum;
+        self.count += other.count;
+    }
+
     pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
         for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
@@ -47,6 +55,26 @@ pub struct Metrics {
     /// Errors mcpvisor answered with, by `data.reason`.
     pub errors: BTreeMap<&'static str, u64>,
     pub latency: Histogram,
+}
+
+impl Metrics {
+    /// Adds another instance's counts (a daemon's server reports its processes' sum).
+    pub fn add(&mut self, other: &Metrics) {
+        self.messages_to_server += other.messages_to_server;
+        self.messages_to_client += other.messages_to_client;
+        self.diverted_stdout_lines += other.diverted_stdout_lines;
+        self.oversized_messages += other.oversized_messages;
+        self.restarts += other.restarts;
+        self.restart_limit_hits += other.restart_limit_hits;
+        self.requests += other.requests;
+        for (cause, n) in &other.crashes {
+            *self.crashes.entry(cause).or_default() += n;
+        }
+        for (reason, n) in &other.errors {
+            *self.errors.entry(reason).or_default() += n;
+        }
+        self.latency.add(&other.latency);
+    }
 }
 
 /// The `cause` label values of `mcpvisor_crashes_total` (all are always exported).
@@ -97,55 +125,121 @@ impl Writer {
 
 /// The Prometheus text exposition for one instance.
 pub fn render(m: &Metrics, s: &Status) -> String {
-    let mut w = Writer { out: String::new(), name: escape(&s.name) };
-    w.family("mcpvisor_child_up", "gauge", "1 if the server process is running");
-    w.sample("mcpvisor_child_up", &[], u8::from(s.child.is_some()));
-    w.family("mcpvisor_state", "gauge", "1 for the current supervision state");
-    for state in State::ALL {
-        w.sample("mcpvisor_state", &[("state", state.as_str())], u8::from(s.state == state));
-    }
-    w.family("mcpvisor_restarts_total", "counter", "server restarts, automatic and requested");
-    w.sample("mcpvisor_restarts_total", &[], m.restarts);
-    w.family("mcpvisor_crashes_total", "counter", "unexpected server ends by cause");
-    for cause in CRASH_CAUSES {
-        w.sample("mcpvisor_crashes_total", &[("cause", cause)], m.crashes.get(cause).copied().unwrap_or(0));
-    }
-    w.family("mcpvisor_restart_limit_hits_total", "counter", "times the restart limit was reached");
-    w.sample("mcpvisor_restart_limit_hits_total", &[], m.restart_limit_hits);
-    w.family("mcpvisor_requests_total", "counter", "client requests accepted");
-    w.sample("mcpvisor_requests_total", &[], m.requests);
-    w.family("mcpvisor_request_errors_total", "counter", "error responses mcpvisor sent, by reason");
-    for (reason, n) in &m.errors {
-        w.sample("mcpvisor_request_errors_total", &[("reason", reason)], n);
-    }
-    let h = &m.latency;
-    w.family("mcpvisor_request_duration_seconds", "histogram", "client request to server response");
-    for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-        w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", &le.to_string())], h.counts[i]);
-    }
-    w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", "+Inf")], h.count);
-    w.sample("mcpvisor_request_duration_seconds_sum", &[], h.sum);
-    w.sample("mcpvisor_request_duration_seconds_count", &[], h.count);
-    w.family("mcpvisor_in_flight_requests", "gauge", "client requests waiting for the server");
-    w.sample("mcpvisor_in_flight_requests", &[], s.in_flight);
-    w.family(
+    render_many(&[(m, s)])
+}
+
+/// The exposition for several instances (or a daemon's servers): each family once, with a sample
+/// set per instance, as the format requires.
+pub fn render_many(items: &[(&Metrics, &Status)]) -> String {
+    type Samples<'a> = &'a dyn Fn(&mut Writer, &Metrics, &Status);
+    let mut w = Writer { out: String::new(), name: String::new() };
+    let mut family = |metric: &str, kind: &str, help: &str, samples: Samples<'_>| {
+        w.family(metric, kind, help);
+        for (m, s) in items {
+            w.name = escape(&s.name);
+            samples(&mut w, m, s);
+        }
+    };
+    family("mcpvisor_child_up", "gauge", "server processes running (for run: 1 or 0)", &|w, _, s| {
+        w.sample("mcpvisor_child_up", &[], s.processes.len().max(usize::from(s.child.is_some())))
+    });
+    family("mcpvisor_state", "gauge", "1 for the current supervision state", &|w, _, s| {
+        for state in State::ALL {
+            w.sample("mcpvisor_state", &[("state", state.as_str())], u8::from(s.state == state));
+        }
+    });
+    family("mcpvisor_restarts_total", "counter", "server restarts, automatic and requested", &|w, m, _| {
+        w.sample("mcpvisor_restarts_total", &[], m.restarts)
+    });
+    family("mcpvisor_crashes_total", "counter", "unexpected server ends by cause", &|w, m, _| {
+        for cause in CRASH_CAUSES {
+            w.sample("mcpvisor_crashes_total", &[("cause", cause)], m.crashes.get(cause).copied().unwrap_or(0));
+        }
+    });
+    family("mcpvisor_restart_limit_hits_total", "counter", "times the restart limit was reached", &|w, m, _| {
+        w.sample("mcpvisor_restart_limit_hits_total", &[], m.restart_limit_hits)
+    });
+    family("mcpvisor_requests_total", "counter", "client requests accepted", &|w, m, _| {
+        w.sample("mcpvisor_requests_total", &[], m.requests)
+    });
+    family("mcpvisor_request_errors_total", "counter", "error responses mcpvisor sent, by reason", &|w, m, _| {
+        for (reason, n) in &m.errors {
+            w.sample("mcpvisor_request_errors_total", &[("reason", reason)], n);
+        }
+    });
+    family("mcpvisor_request_duration_seconds", "histogram", "client request to server response", &|w, m, _| {
+        let h = &m.latency;
+        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+            w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", &le.to_string())], h.counts[i]);
+        }
+        w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", "+Inf")], h.count);
+        w.sample("mcpvisor_request_duration_seconds_sum", &[], h.sum);
+        w.sample("mcpvisor_request_duration_seconds_count", &[], h.count);
+    });
+    family("mcpvisor_in_flight_requests", "gauge", "client requests waiting for the server", &|w, _, s| {
+        w.sample("mcpvisor_in_flight_requests", &[], s.in_flight)
+    });
+    family(
         "mcpvisor_queued_messages",
         "gauge",
         "client messages waiting for the server (during a restart, or over --max-inflight)",
+        &|w, _, s| w.sample("mcpvisor_queued_messages", &[], s.queued),
     );
-    w.sample("mcpvisor_queued_messages", &[], s.queued);
-    w.family("mcpvisor_messages_total", "counter", "protocol messages relayed");
-    w.sample("mcpvisor_messages_total", &[("direction", "to_server")], m.messages_to_server);
-    w.sample("mcpvisor_messages_total", &[("direction", "to_client")], m.messages_to_client);
-    w.family("mcpvisor_diverted_stdout_lines_total", "counter", "non-protocol server stdout lines sent to the log");
-    w.sample("mcpvisor_diverted_stdout_lines_total", &[], m.diverted_stdout_lines);
-    w.family("mcpvisor_oversized_messages_total", "counter", "messages over --max-message-size, either way");
-    w.sample("mcpvisor_oversized_messages_total", &[], m.oversized_messages);
-    w.family("mcpvisor_stderr_lines_total", "counter", "server stderr lines logged");
-    w.sample("mcpvisor_stderr_lines_total", &[], s.stderr_lines);
-    w.family("mcpvisor_ping_latency_seconds", "gauge", "latency of the last answered liveness probe");
-    w.sample("mcpvisor_ping_latency_seconds", &[], s.last_ping_ms.map_or(f64::NAN, |ms| ms / 1000.0));
+    family("mcpvisor_messages_total", "counter", "protocol messages relayed", &|w, m, _| {
+        w.sample("mcpvisor_messages_total", &[("direction", "to_server")], m.messages_to_server);
+        w.sample("mcpvisor_messages_total", &[("direction", "to_client")], m.messages_to_client);
+    });
+    family(
+        "mcpvisor_diverted_stdout_lines_total",
+        "counter",
+        "non-protocol server stdout lines sent to the log",
+        &|w, m, _| w.sample("mcpvisor_diverted_stdout_lines_total", &[], m.diverted_stdout_lines),
+    );
+    family(
+        "mcpvisor_oversized_messages_total",
+        "counter",
+        "messages over --max-message-size, either way",
+        &|w, m, _| w.sample("mcpvisor_oversized_messages_total", &[], m.oversized_messages),
+    );
+    family("mcpvisor_stderr_lines_total", "counter", "server stderr lines logged", &|w, _, s| {
+        w.sample("mcpvisor_stderr_lines_total", &[], s.stderr_lines)
+    });
+    family("mcpvisor_ping_latency_seconds", "gauge", "latency of the last answered liveness probe", &|w, _, s| {
+        w.sample("mcpvisor_ping_latency_seconds", &[], s.last_ping_ms.map_or(f64::NAN, |ms| ms / 1000.0))
+    });
     w.out
+}
+
+/// Merges expositions of several instances (as `mcpvisor metrics` collects them, one per
+/// socket) into one, each family's header once.
+pub fn merge(texts: &[String]) -> String {
+    let mut families: Vec<(String, Vec<&str>)> = Vec::new();
+    for text in texts {
+        let mut current: Option<usize> = None;
+        for line in text.lines() {
+            if let Some(name) = line.strip_prefix("# HELP ").and_then(|r| r.split_whitespace().next()) {
+                let index = families.iter().position(|(n, _)| n == name).unwrap_or_else(|| {
+                    families.push((name.to_owned(), vec![line]));
+                    families.len() - 1
+                });
+                current = Some(index);
+            } else if line.starts_with("# TYPE ") {
+                if let Some(i) = current.filter(|i| families[*i].1.len() == 1) {
+                    families[i].1.push(line);
+                }
+            } else if let Some(i) = current {
+                families[i].1.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for (_, lines) in families {
+        for line in lines {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -167,5 +261,17 @@ mod tests {
         assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.005"} 1"#), "{text}");
         assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.5"} 2"#), "{text}");
         assert!(text.contains(r#"mcpvisor_request_errors_total{name="a\"b",reason="server_crashed"} 2"#));
+    }
+
+    #[test]
+    fn several_instances_share_each_family_header() {
+        let m = Metrics::default();
+        let a = Status { name: "a".into(), ..Status::default() };
+        let b = Status { name: "b".into(), ..Status::default() };
+        let text = render_many(&[(&m, &a), (&m, &b)]);
+        assert_eq!(text.matches("# TYPE mcpvisor_child_up gauge").count(), 1, "{text}");
+        assert!(text.contains("mcpvisor_child_up{name=\"a\"} 0\nmcpvisor_child_up{name=\"b\"} 0"), "{text}");
+        let merged = merge(&[render(&m, &a), render(&m, &b)]);
+        assert_eq!(merged, text, "merging separate expositions gives the same text");
     }
 }

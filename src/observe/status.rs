@@ -24,6 +24,9 @@ pub enum State {
     Failed,
     /// Shutting down: finishing in-flight requests.
     Draining,
+    /// A daemon's server with no process, and none needed yet (lazy, or per-client without
+    /// clients): ready to start one for the next client.
+    Idle,
 }
 
 impl State {
@@ -35,11 +38,36 @@ impl State {
             State::Backoff => "backoff",
             State::Failed => "failed",
             State::Draining => "draining",
+            State::Idle => "idle",
         }
     }
 
-    pub const ALL: [State; 6] =
-        [State::Starting, State::Ready, State::Restarting, State::Backoff, State::Failed, State::Draining];
+    pub const ALL: [State; 7] =
+        [State::Starting, State::Ready, State::Restarting, State::Backoff, State::Failed, State::Draining, State::Idle];
+
+    /// How bad a state is, for the summary of several processes (higher is worse).
+    pub fn severity(self) -> u8 {
+        match self {
+            State::Idle => 0,
+            State::Ready => 1,
+            State::Starting => 2,
+            State::Draining => 3,
+            State::Restarting => 4,
+            State::Backoff => 5,
+            State::Failed => 6,
+        }
+    }
+}
+
+/// One server process of a daemon's server (or `run`'s one process).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct ProcessStatus {
+    pub pid: u32,
+    pub generation: u64,
+    pub state: State,
+    pub uptime_secs: f64,
+    /// The client connection it serves (per-client servers), numbered from 1.
+    pub client: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -155,6 +183,15 @@ pub struct Status {
     pub protocol: Protocol,
     /// The last stderr lines, filled when the server is not ready.
     pub stderr_tail: Vec<String>,
+    /// A daemon's server: how its processes are shared (`per-client`, `shared`); null for `run`.
+    #[serde(default)]
+    pub share: Option<String>,
+    /// Clients connected now.
+    #[serde(default)]
+    pub clients: usize,
+    /// The running server processes (a per-client server has one per client).
+    #[serde(default)]
+    pub processes: Vec<ProcessStatus>,
 }
 
 fn ago(secs: f64) -> String {
@@ -172,10 +209,18 @@ impl Status {
         if !self.env_keys.is_empty() {
             rows.push(("env", format!("{} (values not shown)", self.env_keys.join(", "))));
         }
-        match &self.child {
-            Some(c) => rows
-                .push(("server", format!("pid {}, generation {}, up {}", c.pid, c.generation, human(c.uptime_secs)))),
-            None => rows.push(("server", "not running".into())),
+        if let Some(share) = &self.share {
+            rows.push(("share", share.clone()));
+            rows.push(("clients", self.clients.to_string()));
+            rows.push(("processes", self.processes.len().to_string()));
+        } else {
+            match &self.child {
+                Some(c) => rows.push((
+                    "server",
+                    format!("pid {}, generation {}, up {}", c.pid, c.generation, human(c.uptime_secs)),
+                )),
+                None => rows.push(("server", "not running".into())),
+            }
         }
         let mut restarts = format!(
             "{} in the last {} (limit {})",
@@ -208,7 +253,11 @@ impl Status {
         rows.push(("stdout noise", format!("{} lines diverted to the log", self.diverted_stdout_lines)));
         rows.push(("stderr", format!("{} lines", self.stderr_lines)));
         let p = &self.protocol;
-        rows.push(("protocol", format!("{} ({} era)", p.version.as_deref().unwrap_or("-"), p.era)));
+        let protocol = match (&p.version, p.era.as_str()) {
+            (_, "") => "-".to_owned(),
+            (version, era) => format!("{} ({era} era)", version.as_deref().unwrap_or("-")),
+        };
+        rows.push(("protocol", protocol));
         rows.push((
             "server info",
             match (&p.server_name, &p.server_version) {
@@ -222,6 +271,20 @@ impl Status {
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<13} {v}");
         }
+        if self.share.is_some() && !self.processes.is_empty() {
+            let _ = writeln!(out, "processes:");
+            for p in &self.processes {
+                let client = p.client.map_or_else(String::new, |c| format!(", client {c}"));
+                let _ = writeln!(
+                    out,
+                    "  pid {} {}, generation {}, up {}{client}",
+                    p.pid,
+                    p.state.as_str(),
+                    p.generation,
+                    human(p.uptime_secs)
+                );
+            }
+        }
         if !self.stderr_tail.is_empty() {
             let _ = writeln!(out, "last stderr lines:");
             for l in &self.stderr_tail {
@@ -231,27 +294,44 @@ impl Status {
         out
     }
 
+    /// Whether it can serve clients now (a lazy server with no process can: it starts one).
     pub fn is_ready(&self) -> bool {
-        self.state == State::Ready
+        matches!(self.state, State::Ready | State::Idle)
+    }
+
+    /// The PID column: the process, or how many there are.
+    fn pid_cell(&self) -> String {
+        match (&self.child, self.processes.len()) {
+            (_, n) if n > 1 => format!("{n} procs"),
+            (Some(c), _) => c.pid.to_string(),
+            (None, 1) => self.processes[0].pid.to_string(),
+            _ => "-".into(),
+        }
     }
 }
 
 /// One line per instance.
 pub fn render_list(statuses: &[Status]) -> String {
-    let header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "IN-FLIGHT", "LAST EXIT"];
-    let mut rows: Vec<[String; 7]> = vec![header.map(str::to_owned)];
+    let header = ["NAME", "STATE", "PID", "UPTIME", "CLIENTS", "RESTARTS", "IN-FLIGHT", "LAST EXIT"];
+    let mut rows: Vec<[String; 8]> = vec![header.map(str::to_owned)];
     for s in statuses {
+        let uptime = match (&s.child, s.processes.iter().map(|p| p.uptime_secs).reduce(f64::max)) {
+            (Some(c), _) => human(c.uptime_secs),
+            (None, Some(longest)) => human(longest),
+            (None, None) => "-".into(),
+        };
         rows.push([
             s.name.clone(),
             s.state.as_str().to_owned(),
-            s.child.as_ref().map_or_else(|| "-".into(), |c| c.pid.to_string()),
-            s.child.as_ref().map_or_else(|| "-".into(), |c| human(c.uptime_secs)),
+            s.pid_cell(),
+            uptime,
+            s.clients.to_string(),
             format!("{}/{}", s.restarts.in_window, s.restarts.limit),
             s.in_flight.to_string(),
             s.last_exit.as_ref().map_or_else(|| "-".into(), |e| e.description.clone()),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

@@ -11,12 +11,15 @@ pub mod stdio;
 
 use std::future::Future;
 use std::io;
+use std::time::Duration;
 
 use tokio::io::AsyncRead;
 use tokio::task::JoinHandle;
 
 use crate::io::Outbox;
+use crate::protocol::errors::OwnError;
 use crate::protocol::framing::{Frame, FramedReader};
+use crate::protocol::jsonrpc::{self, Kind, Message};
 
 /// The client's messages, one frame at a time.
 pub trait ClientInput: Send + 'static {
@@ -46,4 +49,31 @@ pub struct ClientPort<I> {
     /// The task writing `output` to a byte stream, if it is one: awaited at exit (briefly), so
     /// that the last answers reach the client.
     pub writer: Option<JoinHandle<()>>,
+}
+
+/// Answers a client that cannot be served: its first request (within `wait`) gets `error`, so
+/// that the reason shows in the client, then the port is closed. Notifications before it are
+/// ignored.
+pub async fn refuse<I: ClientInput>(mut port: ClientPort<I>, error: OwnError, wait: Duration) {
+    let first_request = async {
+        while let Ok(Some(frame)) = port.input.next().await {
+            let Frame::Line(line) = frame else { continue };
+            match jsonrpc::parse(&line) {
+                Ok(Message::Single(env)) => match env.kind {
+                    Kind::Request { id, .. } => return Some(Some(id)),
+                    Kind::Notification { .. } | Kind::Response { .. } => continue,
+                    Kind::Invalid { id, .. } => return Some(id),
+                },
+                _ => return Some(None),
+            }
+        }
+        None
+    };
+    if let Ok(Some(id)) = tokio::time::timeout(wait, first_request).await {
+        port.output.send(error.response(id.as_ref()));
+    }
+    drop(port.output);
+    if let Some(writer) = port.writer {
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer).await;
+    }
 }

@@ -15,6 +15,7 @@ use tokio::net::unix::pipe;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::sleep_until;
+use tracing::Instrument;
 
 use super::reaper::{signal_group, Reaper, Scope};
 use super::spawn::{self, SpawnError};
@@ -80,16 +81,20 @@ impl Child {
         let reaper = scope.reaper().clone();
         let (ctl, ctl_rx) = mpsc::unbounded_channel();
         let (stderr_done_tx, stderr_done) = oneshot::channel();
-        tokio::spawn(watch(Watched {
-            pid: Pid::from_raw(pid as i32),
-            generation,
-            timings,
-            exited,
-            ctl: ctl_rx,
-            exits,
-            reaper: reaper.clone(),
-            stderr_done,
-        }));
+        // The tasks log on behalf of whoever spawned them (a daemon names its server in a span).
+        tokio::spawn(
+            watch(Watched {
+                pid: Pid::from_raw(pid as i32),
+                generation,
+                timings,
+                exited,
+                ctl: ctl_rx,
+                exits,
+                reaper: reaper.clone(),
+                stderr_done,
+            })
+            .in_current_span(),
+        );
 
         let other = |e: std::io::Error| SpawnError::Other { program: spec.display(), source: e };
         let (Some(stdin), Some(stdout), Some(stderr)) = pipes else {
@@ -103,7 +108,7 @@ impl Child {
         let stdout = pipe::Receiver::from_owned_fd(stdout).map_err(other)?;
         let stderr = pipe::Receiver::from_owned_fd(OwnedFd::from(stderr)).map_err(other)?;
         let (stdin, _) = Outbox::spawn(stdin);
-        let stderr_task = tokio::spawn(stderr::drain(stderr, generation, tail, stderr_done_tx));
+        let stderr_task = tokio::spawn(stderr::drain(stderr, generation, tail, stderr_done_tx).in_current_span());
         let child = Child { pid, generation, started: Instant::now(), ctl, stderr_task, reaper };
         Ok((child, Pipes { stdin, stdout: FramedReader::new(stdout, max_message) }))
     }

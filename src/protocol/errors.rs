@@ -64,6 +64,20 @@ pub enum OwnError {
     Crashed(Box<CrashReport>),
     /// The server is Failed: the restart limit is reached.
     RestartLimit(Box<LimitReport>),
+    /// A daemon's server already has `--max-clients` clients.
+    TooManyClients {
+        server: String,
+        limit: usize,
+    },
+    /// A daemon could not start a server process for a new client.
+    StartFailed {
+        server: String,
+        detail: String,
+    },
+    /// `mcpvisor connect NAME` found no daemon serving NAME.
+    NoDaemon {
+        server: String,
+    },
 }
 
 /// What a crash error says.
@@ -110,6 +124,9 @@ impl OwnError {
             OwnError::InvalidResponse { .. } => "invalid_response",
             OwnError::Crashed(_) => "server_crashed",
             OwnError::RestartLimit(_) => "restart_limit",
+            OwnError::TooManyClients { .. } => "max_clients",
+            OwnError::StartFailed { .. } => "spawn_failed",
+            OwnError::NoDaemon { .. } => "no_daemon",
         }
     }
 
@@ -167,6 +184,13 @@ impl OwnError {
                 l.last_failure,
                 format_duration(l.retry_in)
             ),
+            OwnError::TooManyClients { server, limit } => format!(
+                "MCP server {server} already has {limit} clients (mcpvisor max-clients); try again later or raise the limit"
+            ),
+            OwnError::StartFailed { server, detail } => format!("MCP server {server} could not be started: {detail}"),
+            OwnError::NoDaemon { server } => format!(
+                "no mcpvisor daemon serves `{server}`: start one (`systemctl --user start mcpvisor`, or `mcpvisor serve --config FILE`) with a [servers.{server}] table"
+            ),
         }
     }
 
@@ -190,6 +214,8 @@ impl OwnError {
                 "stderr": l.stderr,
                 "retry_in_ms": l.retry_in.as_millis() as u64,
             }),
+            OwnError::TooManyClients { server, limit } => json!({ "server": server, "limit": limit }),
+            OwnError::StartFailed { server, .. } | OwnError::NoDaemon { server } => json!({ "server": server }),
             _ => json!({}),
         };
         data["reason"] = json!(self.reason());
@@ -227,6 +253,9 @@ mod tests {
             OwnError::Timeout { method: "tools/call".into(), after: Duration::from_millis(1500) },
             OwnError::ResponseTooLarge { method: "m".into(), size: 9, limit: 8 },
             OwnError::InvalidResponse { method: "m".into() },
+            OwnError::TooManyClients { server: "s".into(), limit: 2 },
+            OwnError::StartFailed { server: "s".into(), detail: "command not found".into() },
+            OwnError::NoDaemon { server: "s".into() },
         ];
         for e in all {
             let v = parsed(&e, Some(&Id::Number("7".into())));

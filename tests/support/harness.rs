@@ -80,8 +80,10 @@ impl Harness {
     /// Starts an instance named `name`. Must be called inside [`run`].
     pub fn start(name: &str, cfg: InstanceConfig) -> Harness {
         let (port, client) = memory::pair(cfg.max_message_size);
-        let services = Services { scope: host().reaper.scope() };
-        let (mut instance, handle) = Instance::start(cfg, name.to_owned(), port, services).expect("the server starts");
+        let services = Services { scope: host().reaper.scope(), tail: Default::default() };
+        let Ok((mut instance, handle)) = Instance::start(cfg, name.to_owned(), port, services) else {
+            panic!("the server does not start")
+        };
         let summary = instance.watch_summary();
         let task = tokio::spawn(instance.run());
         Harness { handle, summary, tx: Some(client.tx), rx: client.rx, backlog: VecDeque::new(), task: Some(task) }

@@ -2,6 +2,8 @@
 //! (or any command), talk JSON-RPC to it, and wait for events with deadlines instead of sleeps.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -69,6 +71,8 @@ pub struct Visor {
 }
 
 pub struct VisorBuilder {
+    /// The subcommand and its own arguments: `run` (with a log file) unless told otherwise.
+    subcommand: Vec<String>,
     args: Vec<String>,
     command: Vec<String>,
     stdin_null: bool,
@@ -107,7 +111,11 @@ impl VisorBuilder {
         let log_path = dir.path().join("mcpvisor.log");
         let runtime_dir = self.runtime_dir.clone().unwrap_or_else(|| dir.path().join("run"));
         let mut cmd = Command::new(mcpvisor_bin());
-        cmd.arg("run").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
+        if self.subcommand.is_empty() {
+            cmd.arg("run").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
+        } else {
+            cmd.args(&self.subcommand);
+        }
         cmd.args(&self.args);
         if !self.command.is_empty() {
             cmd.arg("--").args(&self.command);
@@ -139,11 +147,24 @@ impl Visor {
     pub fn test_server<S: Into<String>>(server_args: impl IntoIterator<Item = S>) -> VisorBuilder {
         let mut command = vec![test_server_bin().display().to_string()];
         command.extend(server_args.into_iter().map(Into::into));
-        VisorBuilder { args: Vec::new(), command, stdin_null: false, runtime_dir: None }
+        VisorBuilder { subcommand: Vec::new(), args: Vec::new(), command, stdin_null: false, runtime_dir: None }
+    }
+
+    /// `mcpvisor connect NAME`, a client of a daemon whose sockets are in `runtime_dir`.
+    pub fn connect(name: &str, runtime_dir: &Path) -> Visor {
+        VisorBuilder {
+            subcommand: vec!["connect".into(), name.into()],
+            args: Vec::new(),
+            command: Vec::new(),
+            stdin_null: false,
+            runtime_dir: Some(runtime_dir.to_owned()),
+        }
+        .spawn()
     }
 
     pub fn command<S: Into<String>>(command: impl IntoIterator<Item = S>) -> VisorBuilder {
         VisorBuilder {
+            subcommand: Vec::new(),
             args: Vec::new(),
             command: command.into_iter().map(Into::into).collect(),
             stdin_null: false,
@@ -365,4 +386,17 @@ pub fn record_file() -> (tempfile::TempDir, String) {
 /// Reads a file of recorded lines (the test server's --record) as JSON values.
 pub fn recorded(path: &str) -> Vec<Value> {
     std::fs::read_to_string(path).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// A plain HTTP/1.1 GET; the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let code = resp.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (code, body)
 }

@@ -1,0 +1,373 @@
+//! One server of the daemon: its endpoint (`NAME.mcp`, where `mcpvisor connect NAME` brings
+//! clients), its control socket (`NAME.sock`, as a `run` instance has), and its processes. A
+//! per-client server runs one instance per client connection; each ends when its client leaves.
+//!
+//! What the control socket reports is put together from the instances' own answers: the state is
+//! the worst of its processes' (`idle` without any), counters are summed, and those of sessions
+//! that ended are kept.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::config::serve::ServerConfig;
+use crate::control::discovery;
+use crate::control::protocol::{Command as ControlCommand, Response};
+use crate::control::server::{peer_allowed, ControlServer, ControlTarget};
+use crate::instance::{Command, Instance, InstanceHandle, Reply, Services, StartFailed};
+use crate::io::Outbox;
+use crate::observe::metrics::{self, Metrics};
+use crate::observe::status::{ProcessStatus, Restarts, State, Status};
+use crate::port::{refuse, ClientPort};
+use crate::process::{Reaper, SharedTail};
+use crate::protocol::errors::OwnError;
+use crate::protocol::framing::FramedReader;
+
+/// The extension of a server's client endpoint in the socket directory.
+pub const ENDPOINT_EXTENSION: &str = "mcp";
+/// How long a refused client has to send its first request before the connection is closed.
+const REFUSAL_WAIT: Duration = Duration::from_secs(5);
+/// A process counts as starting (against `max-starting`) for at most this long.
+const STARTING_AT_MOST: Duration = Duration::from_secs(2);
+
+/// A running server of the daemon. Dropping it closes its sockets; its processes are stopped
+/// with [`Server::shutdown`].
+pub struct Server {
+    shared: Arc<Shared>,
+    accept: JoinHandle<()>,
+    _control: Option<ControlServer>,
+    endpoint: PathBuf,
+}
+
+/// What the accept loop, the sessions and the control socket share.
+struct Shared {
+    cfg: ServerConfig,
+    reaper: Reaper,
+    tail: SharedTail,
+    starting: Arc<Semaphore>,
+    live: Mutex<Live>,
+    /// A session ended.
+    ended: Notify,
+}
+
+#[derive(Default)]
+struct Live {
+    next_client: u64,
+    /// Connected clients, whether or not their process has started yet.
+    clients: usize,
+    sessions: BTreeMap<u64, InstanceHandle>,
+    /// New clients are refused: the daemon is stopping.
+    closed: bool,
+    /// The counters of sessions that have ended.
+    past: Metrics,
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn handles(&self) -> Vec<(u64, InstanceHandle)> {
+        self.live().sessions.iter().map(|(c, h)| (*c, h.clone())).collect()
+    }
+}
+
+impl Server {
+    /// Opens the server's endpoint and control socket in `dir`. Nothing starts until a client
+    /// connects.
+    pub fn start(cfg: ServerConfig, dir: &Path, reaper: Reaper, starting: Arc<Semaphore>) -> io::Result<Server> {
+        let endpoint = dir.join(format!("{}.{ENDPOINT_EXTENSION}", cfg.name));
+        if discovery::is_live(&endpoint) {
+            return Err(io::Error::other(format!(
+                "another daemon already serves `{}` at {}",
+                cfg.name,
+                endpoint.display()
+            )));
+        }
+        let _ = std::fs::remove_file(&endpoint);
+        let listener = UnixListener::bind(&endpoint)?;
+        std::fs::set_permissions(&endpoint, std::fs::Permissions::from_mode(0o600))?;
+        let name = cfg.name.clone();
+        let shared = Arc::new(Shared {
+            cfg,
+            reaper,
+            tail: SharedTail::default(),
+            starting,
+            live: Mutex::new(Live::default()),
+            ended: Notify::new(),
+        });
+        let (_, control) = crate::control::server::open_in(dir, &name, ServerHandle(shared.clone()));
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
+        Ok(Server { shared, accept, _control: control, endpoint })
+    }
+
+    pub fn name(&self) -> &str {
+        self.shared.name()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(self.shared.clone())
+    }
+
+    /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).
+    pub async fn shutdown(&self, signal: &'static str) {
+        self.shared.live().closed = true;
+        for (_, handle) in self.shared.handles() {
+            let _ = handle.call(Command::Terminate { signal }).await;
+        }
+    }
+
+    /// Waits until every session has ended.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.shared.ended.notified();
+            if self.shared.live().clients == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.accept.abort();
+        let _ = std::fs::remove_file(&self.endpoint);
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(server = shared.name(), "accepting a client failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        if !peer_allowed(&stream, "client") {
+            continue;
+        }
+        let refusal = {
+            let mut live = shared.live();
+            let limit = shared.cfg.sharing.max_clients;
+            if live.closed {
+                Some(OwnError::NotDelivered)
+            } else if limit.is_some_and(|max| live.clients >= max) {
+                Some(OwnError::TooManyClients { server: shared.cfg.name.clone(), limit: limit.unwrap_or(0) })
+            } else {
+                live.clients += 1;
+                live.next_client += 1;
+                None
+            }
+        };
+        match refusal {
+            Some(error) => {
+                tracing::warn!(server = shared.name(), "client refused: {}", error.message());
+                tokio::spawn(refuse(socket_port(stream, shared.cfg.instance.max_message_size), error, REFUSAL_WAIT));
+            }
+            None => {
+                let client = shared.live().next_client;
+                let span = tracing::info_span!("server", name = %shared.name(), client);
+                tokio::spawn(session(shared.clone(), client, stream).instrument(span));
+            }
+        }
+    }
+}
+
+/// A client port over a Unix socket connection.
+fn socket_port(
+    stream: UnixStream,
+    max_message_size: usize,
+) -> ClientPort<FramedReader<tokio::net::unix::OwnedReadHalf>> {
+    let (read, write) = stream.into_split();
+    let (output, writer) = Outbox::spawn(write);
+    ClientPort { input: FramedReader::new(read, max_message_size), output, writer: Some(writer) }
+}
+
+/// One client's connection to a per-client server: its own instance, for as long as it stays.
+async fn session(shared: Arc<Shared>, client: u64, stream: UnixStream) {
+    tracing::info!("client connected");
+    let permit = shared.starting.clone().acquire_owned().await.ok();
+    let port = socket_port(stream, shared.cfg.instance.max_message_size);
+    let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
+    let counters = match Instance::start(shared.cfg.instance.clone(), shared.cfg.name.clone(), port, services) {
+        Err(StartFailed { error, port }) => {
+            tracing::error!("cannot start the server: {error}");
+            drop(permit);
+            let error = OwnError::StartFailed { server: shared.cfg.name.clone(), detail: error.to_string() };
+            refuse(port, error, REFUSAL_WAIT).await;
+            None
+        }
+        Ok((mut instance, handle)) => {
+            shared.live().sessions.insert(client, handle);
+            let mut summary = instance.watch_summary();
+            // The process counts as starting until it first speaks (or for a short while).
+            let started = async {
+                let _ = tokio::time::timeout(STARTING_AT_MOST, summary.wait_for(|s| s.talking)).await;
+            };
+            let run = instance.run_counted();
+            tokio::pin!(run, started);
+            let mut permit = permit;
+            let (_, counters) = loop {
+                tokio::select! {
+                    ended = &mut run => break ended,
+                    _ = &mut started, if permit.is_some() => permit = None,
+                }
+            };
+            Some(counters)
+        }
+    };
+    {
+        let mut live = shared.live();
+        live.sessions.remove(&client);
+        live.clients -= 1;
+        if let Some(counters) = counters {
+            live.past.add(&counters);
+        }
+    }
+    shared.ended.notify_waiters();
+    tracing::info!("client gone");
+}
+
+/// The control socket's view of a server.
+#[derive(Clone)]
+pub struct ServerHandle(Arc<Shared>);
+
+impl ControlTarget for ServerHandle {
+    async fn answer(&self, command: ControlCommand) -> Response {
+        let shared = &self.0;
+        let handles = shared.handles();
+        match command {
+            ControlCommand::Status => Response { status: Some(Box::new(self.status().await)), ..Response::ok() },
+            ControlCommand::Restart | ControlCommand::Stop => {
+                let (instance_command, verb) = match command {
+                    ControlCommand::Restart => (command.to_instance(), "restarting"),
+                    _ => (Command::Stop { why: "stop requested over the control socket" }, "stopping"),
+                };
+                for (_, handle) in &handles {
+                    let _ = handle.call(instance_command.clone()).await;
+                }
+                let message = match handles.len() {
+                    0 => "no server process is running".to_owned(),
+                    n => format!("{verb} {n} server process(es)"),
+                };
+                Response { message: Some(message), ..Response::ok() }
+            }
+            ControlCommand::Logs { lines } => Response { lines: Some(shared.tail.last(lines)), ..Response::ok() },
+            ControlCommand::Metrics => {
+                let (counters, status) = (self.counters().await, self.status().await);
+                Response { metrics: Some(metrics::render(&counters, &status)), ..Response::ok() }
+            }
+        }
+    }
+}
+
+impl ServerHandle {
+    /// The counters of every process the server has had.
+    pub async fn counters(&self) -> Metrics {
+        let mut sum = self.0.live().past.clone();
+        for (_, handle) in self.0.handles() {
+            if let Ok(Reply::Counters(counters)) = handle.call(Command::Counters).await {
+                sum.add(&counters);
+            }
+        }
+        sum
+    }
+
+    /// The server's status, put together from its processes'.
+    pub async fn status(&self) -> Status {
+        let shared = &self.0;
+        let mut parts = Vec::new();
+        for (client, handle) in shared.handles() {
+            if let Some(status) = handle.status().await {
+                parts.push((client, status));
+            }
+        }
+        let (clients, past) = {
+            let live = shared.live();
+            (live.clients, live.past.clone())
+        };
+        aggregate(&shared.cfg, clients, &past, parts, &shared.tail)
+    }
+}
+
+/// One status for a server from its processes' statuses (`client`, status).
+fn aggregate(
+    cfg: &ServerConfig,
+    clients: usize,
+    past: &Metrics,
+    parts: Vec<(u64, Status)>,
+    tail: &SharedTail,
+) -> Status {
+    let policy = &cfg.instance.policy;
+    let state = parts.iter().map(|(_, s)| s.state).max_by_key(|s| s.severity()).unwrap_or(State::Idle);
+    let mut status = Status {
+        name: cfg.name.clone(),
+        mcpvisor_version: env!("CARGO_PKG_VERSION").to_owned(),
+        mcpvisor_pid: std::process::id(),
+        command: cfg.instance.spec.argv(),
+        env_keys: cfg.instance.spec.env.iter().map(|v| v.key.to_string_lossy().into_owned()).collect(),
+        state,
+        restarts: Restarts {
+            window_secs: policy.window.as_secs(),
+            limit: policy.max_restarts,
+            total: past.restarts,
+            ..Restarts::default()
+        },
+        messages_to_server: past.messages_to_server,
+        messages_to_client: past.messages_to_client,
+        diverted_stdout_lines: past.diverted_stdout_lines,
+        stderr_lines: tail.total(),
+        share: Some(cfg.sharing.share.as_str().to_owned()),
+        clients,
+        stderr_tail: if matches!(state, State::Ready | State::Idle) { Vec::new() } else { tail.last(10) },
+        ..Status::default()
+    };
+    for (client, part) in parts {
+        status.restarts.in_window += part.restarts.in_window;
+        status.restarts.total += part.restarts.total;
+        status.restarts.oldest_leaves_in_secs =
+            match (status.restarts.oldest_leaves_in_secs, part.restarts.oldest_leaves_in_secs) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        status.in_flight += part.in_flight;
+        status.queued += part.queued;
+        status.messages_to_server += part.messages_to_server;
+        status.messages_to_client += part.messages_to_client;
+        status.diverted_stdout_lines += part.diverted_stdout_lines;
+        if status.last_exit.as_ref().map_or(true, |e| part.last_exit.as_ref().is_some_and(|p| p.ago_secs < e.ago_secs))
+        {
+            status.last_exit = part.last_exit.clone().or(status.last_exit.take());
+        }
+        if status.protocol.server_name.is_none() {
+            status.protocol = part.protocol.clone();
+        }
+        status.last_ping_ms = status.last_ping_ms.or(part.last_ping_ms);
+        if let Some(child) = &part.child {
+            status.processes.push(ProcessStatus {
+                pid: child.pid,
+                generation: child.generation,
+                state: part.state,
+                uptime_secs: child.uptime_secs,
+                client: Some(client),
+            });
+        }
+    }
+    status
+}

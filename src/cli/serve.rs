@@ -1,0 +1,236 @@
+//! The options of `mcpvisor serve`, and how they (and its `--config` file) become a
+//! [`DaemonConfig`]: with a file, every server's options are the file's top-level daemon keys,
+//! then its `[defaults]`, then its own table, then the command line, later ones winning; without
+//! one, the single server after `--` takes the command line's.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+use super::serve_file::ServeFile;
+use super::server::{LogOptions, ServerOptions};
+use super::{Cli, Command};
+use crate::config::serve::{DaemonConfig, ServerConfig, Share, Sharing, StartMode};
+use crate::config::units::parse_duration;
+
+/// How long a lazy shared server stays up without clients, unless `idle-timeout` says otherwise.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The servers to supervise, from a TOML file (see `man mcpvisor-serve`); options on the
+    /// command line override the file's, for every server.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// With a command after `--`: the server's name (default: derived from the command).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
+    #[command(flatten, next_help_heading = "Daemon options")]
+    pub daemon: DaemonOptions,
+
+    #[command(flatten)]
+    pub log: LogOptions,
+
+    #[command(flatten, next_help_heading = "Sharing options")]
+    pub sharing: SharingOptions,
+
+    #[command(flatten, next_help_heading = "Server options")]
+    pub server: ServerOptions,
+
+    /// A single server's command and its arguments, after `--` (instead of --config).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct DaemonOptions {
+    /// Directory of the daemon's sockets (default: where `run` puts its control sockets).
+    #[arg(long, value_name = "DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
+    /// Serve /metrics, /healthz and /readyz for every server over HTTP on this address (a bare
+    /// port binds 127.0.0.1).
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// How many servers may be starting at once.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_starting: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct SharingOptions {
+    /// per-client: each client connection gets a server process of its own; shared: one
+    /// process serves every client.
+    #[arg(long, value_name = "MODE", default_value = "per-client")]
+    pub share: Share,
+
+    /// lazy: start the server when its first client connects; eager: when the daemon starts
+    /// (shared servers only).
+    #[arg(long, value_name = "MODE", default_value = "lazy")]
+    pub start: StartMode,
+
+    /// Stop a shared server that has had no client for this long (0: never; default 10m for lazy
+    /// servers, never for eager ones).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+
+    /// Refuse connections beyond this many clients at once, with an error (0: no limit).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub max_clients: usize,
+}
+
+impl SharingOptions {
+    fn sharing(&self) -> Result<Sharing, String> {
+        if self.share == Share::PerClient && self.start == StartMode::Eager {
+            return Err("start = \"eager\" needs share = \"shared\" (a per-client server starts one process per client connection)".into());
+        }
+        let idle_timeout = match (self.idle_timeout, self.start) {
+            (Some(d), _) if d.is_zero() => None,
+            (Some(d), _) => Some(d),
+            (None, StartMode::Lazy) => Some(DEFAULT_IDLE_TIMEOUT),
+            (None, StartMode::Eager) => None,
+        };
+        Ok(Sharing {
+            share: self.share,
+            start: self.start,
+            idle_timeout,
+            max_clients: (self.max_clients > 0).then_some(self.max_clients),
+        })
+    }
+}
+
+impl ServeArgs {
+    fn server_config(&self, name: String, fingerprint: Vec<String>) -> Result<ServerConfig, String> {
+        let instance = self.server.instance_config(&self.command)?;
+        let sharing = self.sharing.sharing()?;
+        Ok(ServerConfig { name, instance, sharing, fingerprint })
+    }
+
+    /// The daemon's settings and servers. `argv` is the whole command line (it is parsed again
+    /// for each server of the file, with the file's options in front).
+    pub fn daemon_config(&self, argv: &[OsString]) -> Result<(DaemonConfig, ServeArgs), String> {
+        let Some(path) = &self.config else {
+            if self.command.is_empty() {
+                return Err("give the servers in a file (--config FILE) or one server command after `--`".into());
+            }
+            let name = match &self.name {
+                Some(n) => crate::control::discovery::sanitize(n),
+                None => crate::control::discovery::default_name(&self.command[0], &self.command[1..]),
+            };
+            let fingerprint = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let server = self.server_config(name, fingerprint)?;
+            return Ok((self.daemon(vec![server]), self.reparse(argv, &[], &[])?));
+        };
+        if !self.command.is_empty() {
+            return Err("give either --config FILE or a server command after `--`, not both".into());
+        }
+        if self.name.is_some() {
+            return Err(
+                "--name names the single server of `serve -- COMMAND`; in a file the table names the server".into()
+            );
+        }
+        let file = ServeFile::read(path)?;
+        // The daemon's own options: the file's top-level keys, then the command line.
+        let top = self.reparse(argv, &file.daemon_flags, &[])?;
+        let mut servers = Vec::new();
+        for entry in file.servers {
+            let mut flags = file.daemon_flags.clone();
+            flags.extend(entry.flags.iter().cloned());
+            let args = self.reparse(argv, &flags, &entry.command)?;
+            let fingerprint =
+                entry.flags.iter().chain(&entry.command).map(|a| a.to_string_lossy().into_owned()).collect();
+            let server =
+                args.server_config(entry.name.clone(), fingerprint).map_err(|e| format!("{}: {e}", entry.at))?;
+            servers.push(server);
+        }
+        Ok((top.daemon(servers), top))
+    }
+
+    fn daemon(&self, servers: Vec<ServerConfig>) -> DaemonConfig {
+        DaemonConfig {
+            socket_dir: self.daemon.runtime_dir.clone(),
+            metrics_addr: self.daemon.metrics_addr,
+            max_starting: self.daemon.max_starting as usize,
+            servers,
+        }
+    }
+
+    /// `serve`'s arguments with `flags` in front of the command line's and `command` after `--`.
+    fn reparse(&self, argv: &[OsString], flags: &[OsString], command: &[OsString]) -> Result<ServeArgs, String> {
+        let mut merged: Vec<OsString> = argv.iter().take(2).cloned().collect();
+        merged.extend(flags.iter().cloned());
+        merged.extend(argv.iter().skip(2).cloned());
+        if !command.is_empty() {
+            merged.push("--".into());
+            merged.extend(command.iter().cloned());
+        }
+        match Cli::try_parse_from(&merged) {
+            Ok(Cli { command: Command::Serve(args) }) => Ok(*args),
+            Ok(_) => Err("not a serve command".into()),
+            Err(e) => Err(e
+                .render()
+                .to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid options")
+                .trim_start_matches("error: ")
+                .to_owned()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(file: &str, cli: &[&str]) -> Result<DaemonConfig, String> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("servers.toml");
+        std::fs::write(&path, file).expect("write");
+        let mut argv: Vec<OsString> = ["mcpvisor", "serve", "--config"].map(OsString::from).to_vec();
+        argv.push(path.into_os_string());
+        argv.extend(cli.iter().map(OsString::from));
+        let Command::Serve(args) = Cli::try_parse_from(&argv).map_err(|e| e.to_string())?.command else {
+            return Err("not serve".into());
+        };
+        args.daemon_config(&argv).map(|(config, _)| config)
+    }
+
+    #[test]
+    fn defaults_then_the_servers_table_then_the_command_line() {
+        let file = "max-starting = 2\n[defaults]\nmax-restarts = 3\nshare = \"shared\"\n[defaults.env]\nA = \"1\"\n\
+                    [servers.a]\ncommand = [\"srv-a\", \"--x\"]\nmax-restarts = 5\n[servers.a.env]\nB = \"2\"\n\
+                    [servers.b]\ncommand = [\"srv-b\"]\nshare = \"per-client\"\nmax-clients = 4\n";
+        let c = config(file, &["--ping-interval", "0"]).expect("valid");
+        assert_eq!(c.max_starting, 2);
+        let [a, b] = &c.servers[..] else { panic!("two servers: {:?}", c.servers) };
+        assert_eq!((a.name.as_str(), a.instance.spec.argv()), ("a", vec!["srv-a".to_owned(), "--x".to_owned()]));
+        assert_eq!(a.instance.policy.max_restarts, 5, "the server's table overrides [defaults]");
+        assert_eq!(b.instance.policy.max_restarts, 3, "[defaults] applies");
+        assert_eq!((a.sharing.share, b.sharing.share), (Share::Shared, Share::PerClient));
+        assert_eq!(b.sharing.max_clients, Some(4));
+        assert_eq!(a.sharing.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT), "lazy servers idle out after 10m");
+        let keys = |s: &ServerConfig| {
+            s.instance.spec.env.iter().map(|v| v.key.to_string_lossy().into_owned()).collect::<Vec<_>>()
+        };
+        assert_eq!((keys(a), keys(b)), (vec!["A".to_owned(), "B".to_owned()], vec!["A".to_owned()]));
+        assert!(a.instance.ping_interval.is_none() && b.instance.ping_interval.is_none(), "the command line wins");
+        assert_ne!(a.fingerprint, b.fingerprint);
+    }
+
+    #[test]
+    fn inconsistent_choices_are_refused() {
+        let e = config("[servers.a]\ncommand = [\"x\"]\nstart = \"eager\"\n", &[]).unwrap_err();
+        assert!(e.contains("needs share = \"shared\""), "{e}");
+        let e = config("[servers.a]\ncommand = [\"x\"]\n", &["--", "y"]).unwrap_err();
+        assert!(e.contains("not both"), "{e}");
+        let e = config("[servers.\"a b\"]\ncommand = [\"x\"]\n", &[]).unwrap_err();
+        assert!(e.contains("letters, digits"), "{e}");
+        assert!(config("log-level = \"debug\"\n", &[]).unwrap_err().contains("no servers"));
+    }
+}

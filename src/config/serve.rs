@@ -1,0 +1,68 @@
+//! The settings of `mcpvisor serve`: the daemon's own, and each configured server's (its
+//! [`InstanceConfig`] plus how clients share it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::InstanceConfig;
+
+/// How a server's processes are shared among its clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Share {
+    /// Each client connection gets a server process of its own (right for any stateful server).
+    PerClient,
+    /// One server process serves every client.
+    Shared,
+}
+
+impl Share {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Share::PerClient => "per-client",
+            Share::Shared => "shared",
+        }
+    }
+}
+
+/// When a server's process starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartMode {
+    /// When the first client connects.
+    Lazy,
+    /// When the daemon starts.
+    Eager,
+}
+
+/// How one configured server is offered to clients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharing {
+    pub share: Share,
+    pub start: StartMode,
+    /// A shared server with no client for this long is stopped (`None`: never).
+    pub idle_timeout: Option<Duration>,
+    /// Connections beyond this many are refused with an error (`None`: no limit).
+    pub max_clients: Option<usize>,
+}
+
+/// One `[servers.NAME]` of the file (or the single server of `serve -- COMMAND`).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub name: String,
+    pub instance: InstanceConfig,
+    pub sharing: Sharing,
+    /// The options it was built from, in order: two configs with the same ones are the same
+    /// server (a reload leaves it alone).
+    pub fingerprint: Vec<String>,
+}
+
+/// The daemon's own settings.
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    /// Where the sockets go (`None`: the usual per-user directory).
+    pub socket_dir: Option<PathBuf>,
+    pub metrics_addr: Option<SocketAddr>,
+    /// How many servers may be starting at once.
+    pub max_starting: usize,
+    pub servers: Vec<ServerConfig>,
+}

@@ -1,0 +1,176 @@
+//! `mcpvisor serve` with the real binary: a daemon supervising servers from a file, clients that
+//! reach them with `mcpvisor connect NAME`, and the control commands on a daemon's servers.
+
+mod support;
+
+use nix::sys::signal::Signal;
+use serde_json::{json, Value};
+use support::daemon::Daemon;
+use support::*;
+
+fn server_table(name: &str, extra: &str) -> String {
+    format!(
+        "[servers.{name}]\ncommand = [{:?}]\nbackoff-initial = \"10ms\"\n{extra}\n",
+        test_server_bin().display().to_string()
+    )
+}
+
+fn pid_of(r: &Value) -> i64 {
+    r["result"]["pid"].as_i64().unwrap_or_else(|| panic!("no pid in {r}"))
+}
+
+#[test]
+fn each_client_of_a_per_client_server_gets_its_own_process_and_survives_the_others_crash() {
+    let daemon = Daemon::start(&server_table("echo", ""), &["echo"]);
+    let idle = daemon.status("echo");
+    assert_eq!((idle["state"].clone(), idle["share"].clone()), (json!("idle"), json!("per-client")), "{idle}");
+
+    let mut a = daemon.connect("echo");
+    let mut b = daemon.connect("echo");
+    a.initialize();
+    b.initialize();
+    let pid_a = pid_of(&a.request(1, "echo", json!({})));
+    let pid_b = pid_of(&b.request(1, "echo", json!({})));
+    assert_ne!(pid_a, pid_b, "each client has a process of its own");
+    let status = daemon.wait_status("echo", "two clients", |s| s["clients"] == json!(2));
+    assert_eq!(status["processes"].as_array().map(Vec::len), Some(2), "{status}");
+    assert_eq!(status["state"], json!("ready"), "{status}");
+
+    // A's server crashes: A gets the error and a new process; B never notices.
+    let e = a.request(2, "crash", json!({"code": 3}));
+    assert_eq!(e["error"]["data"]["reason"], json!("server_crashed"), "{e}");
+    let again = pid_of(&a.request(3, "echo", json!({})));
+    assert_ne!(again, pid_a);
+    assert_eq!(pid_of(&b.request(2, "echo", json!({}))), pid_b);
+    let status = daemon.status("echo");
+    assert_eq!(status["restarts"]["in_window"], json!(1), "{status}");
+
+    a.close_stdin();
+    assert_eq!(a.wait_exit(TIMEOUT).code(), Some(0));
+    b.close_stdin();
+    assert_eq!(b.wait_exit(TIMEOUT).code(), Some(0));
+    let status = daemon.wait_status("echo", "no clients", |s| s["clients"] == json!(0) && s["state"] == json!("idle"));
+    assert_eq!(status["processes"], json!([]), "{status}");
+    for pid in [pid_a, again, pid_b] {
+        wait_for("the client's server to stop", TIMEOUT, || (!process_alive(pid as i32)).then_some(()));
+    }
+}
+
+#[test]
+fn clients_beyond_max_clients_get_an_error_that_says_so() {
+    let daemon = Daemon::start(&server_table("one", "max-clients = 1"), &["one"]);
+    let mut first = daemon.connect("one");
+    first.initialize();
+    daemon.wait_status("one", "the first client", |s| s["clients"] == json!(1));
+    let mut second = daemon.connect("one");
+    let e = second.request(0, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}}));
+    assert_eq!(e["error"]["data"]["reason"], json!("max_clients"), "{e}");
+    assert!(e["error"]["message"].as_str().unwrap_or("").contains("max-clients"), "{e}");
+    assert_eq!(second.wait_exit(TIMEOUT).code(), Some(0), "the daemon closes the connection");
+    assert!(first.request(1, "echo", json!({}))["result"].is_object(), "the first client is served on");
+}
+
+#[test]
+fn connect_with_no_daemon_answers_with_what_to_start_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut client = Visor::connect("nothing-here", dir.path());
+    let e = client.request(0, "initialize", json!({"protocolVersion": "2025-06-18", "capabilities": {}}));
+    assert_eq!(e["error"]["data"]["reason"], json!("no_daemon"), "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("systemctl --user start mcpvisor") && message.contains("[servers.nothing-here]"), "{e}");
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(3));
+    assert!(client.stderr_text().starts_with("mcpvisor: no mcpvisor daemon serves `nothing-here`"));
+}
+
+#[test]
+fn sigterm_drains_every_client_then_stops_the_daemon() {
+    let mut daemon = Daemon::start(&format!("{}{}", server_table("a", ""), server_table("b", "")), &["a", "b"]);
+    let mut a = daemon.connect("a");
+    let mut b = daemon.connect("b");
+    a.initialize();
+    b.initialize();
+    let pids = [pid_of(&a.request(1, "echo", json!({}))), pid_of(&b.request(1, "echo", json!({})))];
+    a.send(&json!({"jsonrpc": "2.0", "id": "slow", "method": "slow", "params": {"ms": 400}}));
+    daemon.wait_status("a", "the slow request in flight", |s| s["in_flight"] == json!(1));
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(a.response(&json!("slow"))["result"]["slept_ms"], json!(400), "in-flight work finishes");
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+    for pid in pids {
+        assert!(group_members(pid as i32).is_empty(), "server {pid} survived the daemon");
+    }
+    assert!(!daemon.runtime_dir.join("a.mcp").exists(), "the endpoint is removed");
+    assert_eq!(a.wait_exit(TIMEOUT).code(), Some(0));
+    assert_eq!(b.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn a_bad_file_is_refused_with_its_file_and_line() {
+    for (text, expected) in [
+        (format!("{}bogus = 1\n", server_table("x", "")), "servers.toml:5: unknown key `bogus`"),
+        ("max-starting = 0\n[servers.x]\ncommand = [\"x\"]\n".to_owned(), "servers.toml:1: `max-starting`"),
+        ("[servers.x]\nshare = \"sideways\"\n".to_owned(), "servers.toml:2: `share`"),
+        ("[servers.x]\nmax-restarts = 3\n".to_owned(), "servers.toml:1: [servers.x] has no `command"),
+        ("[defaults]\ncommand = [\"x\"]\n".to_owned(), "servers.toml:2: unknown key `command`"),
+        ("log-level = \"loud\"\n".to_owned(), "servers.toml:1: `log-level`"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("servers.toml");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new(mcpvisor_bin())
+            .args(["serve", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{text}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{text}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    }
+}
+
+#[test]
+fn serve_with_a_command_runs_one_server_named_as_run_names_it() {
+    let server = test_server_bin().display().to_string();
+    let daemon = Daemon::spawn_args(&["--", &server, "--stderr-lines", "2"]);
+    daemon.wait_endpoints(&["test-server"]);
+    let mut client = daemon.connect("test-server");
+    client.initialize();
+    assert!(client.request(1, "echo", json!({}))["result"].is_object());
+
+    // The control commands work on a daemon's server as on a `run` instance.
+    let list = String::from_utf8_lossy(&daemon.ctl(&["status"]).stdout).into_owned();
+    assert!(
+        list.contains("CLIENTS") && list.lines().any(|l| l.starts_with("test-server") && l.contains("ready")),
+        "{list}"
+    );
+    let logs = String::from_utf8_lossy(&daemon.ctl(&["logs", "test-server"]).stdout).into_owned();
+    assert!(logs.contains("startup log line 1"), "{logs}");
+    let metrics = String::from_utf8_lossy(&daemon.ctl(&["metrics", "test-server"]).stdout).into_owned();
+    assert!(metrics.contains("mcpvisor_child_up{name=\"test-server\"} 1"), "{metrics}");
+    assert!(metrics.contains("mcpvisor_state{name=\"test-server\",state=\"idle\"} 0"), "{metrics}");
+    let restart = daemon.ctl(&["restart", "test-server"]);
+    assert!(String::from_utf8_lossy(&restart.stdout).contains("restarting 1 server process"), "{restart:?}");
+    daemon.wait_status("test-server", "the restarted process", |s| s["processes"][0]["generation"] == json!(2));
+    assert!(client.request(2, "echo", json!({}))["result"].is_object(), "the session goes on after the restart");
+}
+
+#[test]
+fn the_daemon_serves_metrics_health_and_readiness_for_every_server() {
+    let file = format!("metrics-addr = \"127.0.0.1:0\"\n{}{}", server_table("a", ""), server_table("b", ""));
+    let daemon = Daemon::start(&file, &["a", "b"]);
+    let addr = wait_for("the metrics endpoint", TIMEOUT, || {
+        let log = daemon.log();
+        let rest = log.split("metrics endpoint ready addr=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    });
+    let mut client = daemon.connect("a");
+    client.initialize();
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200);
+    assert_eq!(body.matches("# TYPE mcpvisor_child_up gauge").count(), 1, "one header per family: {body}");
+    assert!(
+        body.contains("mcpvisor_child_up{name=\"a\"} 1") && body.contains("mcpvisor_child_up{name=\"b\"} 0"),
+        "{body}"
+    );
+    assert_eq!(http_get(&addr, "/healthz").0, 200);
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()), "ready and idle servers are ready");
+}
