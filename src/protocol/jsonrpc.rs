@@ -109,6 +109,8 @@ pub struct Envelope<'a> {
     pub result: Option<&'a str>,
     /// A batch member's own text (empty for a single message, whose text is the line).
     pub raw: &'a str,
+    /// The `id` value's JSON text, a slice of the line (for rewriting it in place).
+    pub id_text: Option<&'a str>,
 }
 
 /// A classified line.
@@ -146,7 +148,7 @@ pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
 }
 
 fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
-    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: "" }
+    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: "", id_text: None }
 }
 
 fn classify(raw: Fields<'_>) -> Envelope<'_> {
@@ -174,7 +176,7 @@ fn classify(raw: Fields<'_>) -> Envelope<'_> {
         },
         (None, None) => return invalid(None, "neither a request, a notification nor a response"),
     };
-    Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "" }
+    Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "", id_text: raw.id }
 }
 
 /// The few `params` fields mcpvisor looks at.
@@ -208,6 +210,18 @@ impl<'a> Params<'a> {
     pub fn request_id(&self) -> Option<Id> {
         self.request_id.and_then(|raw| Id::from_json(raw.get()))
     }
+}
+
+/// `text` with its part `part` (a subslice of `text`, as the envelope's fields are) replaced by
+/// `new`: a message is edited in place, never re-encoded. `None` if `part` is not inside `text`.
+pub fn replace_part(text: &str, part: &str, new: &str) -> Option<String> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    let end = start.checked_add(part.len()).filter(|end| *end <= text.len())?;
+    let mut out = String::with_capacity(text.len() - part.len() + new.len());
+    out.push_str(text.get(..start)?);
+    out.push_str(new);
+    out.push_str(text.get(end..)?);
+    Some(out)
 }
 
 /// Builds a request line from raw parts without re-serialising `params`.
@@ -362,6 +376,18 @@ mod tests {
             single(std::str::from_utf8(&err).unwrap()),
             Kind::Response { id: Id::Number("5".into()), is_error: true }
         );
+    }
+
+    #[test]
+    fn parts_of_a_message_are_replaced_in_place() {
+        let line = r#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":[1, 2]}}"#;
+        let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
+        let id = env.id_text.expect("an id");
+        assert_eq!(
+            replace_part(line, id, r#""mux-1""#).as_deref(),
+            Some(r#"{"jsonrpc":"2.0","id":"mux-1","method":"x","params":{"a":[1, 2]}}"#)
+        );
+        assert_eq!(replace_part(line, "elsewhere", "x"), None);
     }
 
     #[test]

@@ -5,5 +5,6 @@
 
 pub mod batch;
 pub mod inflight;
+pub mod mux;
 pub mod queue;
 pub mod session;
