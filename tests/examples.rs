@@ -88,3 +88,16 @@ fn the_example_config_file_is_valid() {
     assert!(!flags.is_empty());
     assert_eq!(command[0], "npx");
 }
+
+#[test]
+fn the_example_daemon_file_is_valid() {
+    use clap::Parser;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/servers.toml");
+    let argv: Vec<std::ffi::OsString> = vec!["mcpvisor".into(), "serve".into(), "--config".into(), path.into()];
+    let mcpvisor::cli::Command::Serve(args) = mcpvisor::cli::Cli::try_parse_from(&argv).expect("parses").command else {
+        panic!("not serve")
+    };
+    let (config, _) = args.daemon_config(&argv).expect("the example daemon file is valid");
+    let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["everything", "time"]);
+}

@@ -174,3 +174,102 @@ fn the_daemon_serves_metrics_health_and_readiness_for_every_server() {
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()), "ready and idle servers are ready");
 }
+
+fn initialize_as(client: &mut Visor, version: &str) -> Value {
+    let r = client.request(
+        0,
+        "initialize",
+        json!({"protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}),
+    );
+    client.notify("notifications/initialized", json!({}));
+    r
+}
+
+#[test]
+fn clients_of_a_shared_server_use_the_same_ids_at_once_on_one_process() {
+    let (_rec_dir, record) = record_file();
+    let table = format!(
+        "[servers.shared]\ncommand = [{:?}, \"--record\", {record:?}]\nshare = \"shared\"\n",
+        test_server_bin().display().to_string()
+    );
+    let daemon = Daemon::start(&table, &["shared"]);
+    assert_eq!(daemon.status("shared")["state"], json!("idle"), "lazy: no process before a client");
+    let mut a = daemon.connect("shared");
+    let mut b = daemon.connect("shared");
+    let first = initialize_as(&mut a, "2025-06-18");
+    let second = initialize_as(&mut b, "2025-06-18");
+    assert_eq!(first["result"], second["result"], "the second client is answered from the first");
+    // Both use id 1 at the same time; each gets its own answer.
+    a.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "slow", "params": {"ms": 300}}));
+    b.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "echo", "params": {"who": "b"}}));
+    let rb = b.response(&json!(1));
+    let ra = a.response(&json!(1));
+    assert_eq!((ra["result"]["slept_ms"].clone(), rb["result"]["echo"]["who"].clone()), (json!(300), json!("b")));
+    let pid_a = pid_of(&a.request(2, "echo", json!({})));
+    assert_eq!(pid_of(&b.request(2, "echo", json!({}))), pid_a, "one process for both");
+    let status = daemon.status("shared");
+    assert_eq!((status["share"].clone(), status["clients"].clone()), (json!("shared"), json!(2)), "{status}");
+    assert_eq!(status["processes"].as_array().map(Vec::len), Some(1), "{status}");
+    let initializes = recorded(&record).iter().filter(|m| m["method"] == json!("initialize")).count();
+    assert_eq!(initializes, 1, "the server was initialized once");
+
+    // Broadcasts reach everyone; resources/updated only its subscribers.
+    a.request(3, "resources/subscribe", json!({"uri": "file:///a"}));
+    b.request(3, "notify", json!({"method": "notifications/tools/list_changed"}));
+    b.request(4, "notify", json!({"method": "notifications/resources/updated", "params": {"uri": "file:///a"}}));
+    a.recv_matching("list_changed", |m| m["method"] == json!("notifications/tools/list_changed"));
+    a.recv_matching("updated", |m| m["method"] == json!("notifications/resources/updated"));
+    b.recv_matching("list_changed", |m| m["method"] == json!("notifications/tools/list_changed"));
+    b.request(5, "echo", json!({}));
+    assert!(b
+        .drain_pending(std::time::Duration::from_millis(200))
+        .iter()
+        .all(|m| m["method"] != json!("notifications/resources/updated")));
+
+    // A crash is recovered for every client, on one new process, with the handshake replayed once.
+    let e = a.request(6, "crash", json!({"code": 3}));
+    assert_eq!(e["error"]["data"]["reason"], json!("server_crashed"), "{e}");
+    let after = pid_of(&b.request(6, "echo", json!({})));
+    assert_ne!(after, pid_a);
+    assert_eq!(pid_of(&a.request(7, "echo", json!({}))), after);
+    let initializes = recorded(&record).iter().filter(|m| m["method"] == json!("initialize")).count();
+    assert_eq!(initializes, 2, "one replay for the new process");
+}
+
+#[test]
+fn a_client_of_another_protocol_version_gets_a_process_of_its_own() {
+    let daemon = Daemon::start(&server_table("mixed", "share = \"shared\""), &["mixed"]);
+    let mut a = daemon.connect("mixed");
+    let mut b = daemon.connect("mixed");
+    initialize_as(&mut a, "2025-06-18");
+    let r = initialize_as(&mut b, "2025-03-26");
+    assert!(r["result"].is_object(), "{r}");
+    let (pa, pb) = (pid_of(&a.request(1, "echo", json!({}))), pid_of(&b.request(1, "echo", json!({}))));
+    assert_ne!(pa, pb);
+    let status = daemon.wait_status("mixed", "two processes", |s| s["processes"].as_array().map(Vec::len) == Some(2));
+    assert_eq!(status["clients"], json!(2), "{status}");
+}
+
+#[test]
+fn a_lazy_shared_server_stops_when_idle_and_an_eager_one_starts_with_the_daemon() {
+    let file = format!(
+        "{}{}",
+        server_table("lazy", "share = \"shared\"\nidle-timeout = \"300ms\""),
+        server_table("eager", "share = \"shared\"\nstart = \"eager\"")
+    );
+    let daemon = Daemon::start(&file, &["lazy", "eager"]);
+    daemon.wait_status("eager", "the eager server running", |s| s["processes"].as_array().map(Vec::len) == Some(1));
+    assert_eq!(daemon.status("lazy")["state"], json!("idle"));
+    let mut client = daemon.connect("lazy");
+    client.initialize();
+    let pid = pid_of(&client.request(1, "echo", json!({})));
+    client.close_stdin();
+    assert_eq!(client.wait_exit(TIMEOUT).code(), Some(0));
+    daemon
+        .wait_status("lazy", "the idle server stopped", |s| s["state"] == json!("idle") && s["processes"] == json!([]));
+    wait_for("the idle process gone", TIMEOUT, || (!process_alive(pid as i32)).then_some(()));
+    // The next client starts it again.
+    let mut again = daemon.connect("lazy");
+    again.initialize();
+    assert_ne!(pid_of(&again.request(1, "echo", json!({}))), pid);
+}

@@ -42,6 +42,26 @@ impl<R: AsyncRead + Unpin + Send + 'static> ClientInput for FramedReader<R> {
     }
 }
 
+/// A client input that first replays frames already read from it (a client moved from a
+/// shared server's mux to a process of its own).
+pub struct Prepended<I> {
+    pub first: std::collections::VecDeque<Frame>,
+    pub rest: I,
+}
+
+impl<I: ClientInput> ClientInput for Prepended<I> {
+    async fn next(&mut self) -> io::Result<Option<Frame>> {
+        match self.first.pop_front() {
+            Some(frame) => Ok(Some(frame)),
+            None => self.rest.next().await,
+        }
+    }
+
+    fn buffered(&mut self) -> Option<Frame> {
+        self.first.pop_front().or_else(|| self.rest.buffered())
+    }
+}
+
 /// One client, as an instance sees it.
 pub struct ClientPort<I> {
     pub input: I,

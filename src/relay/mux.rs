@@ -171,7 +171,7 @@ impl Mux {
     }
 
     /// A message from a client.
-    pub fn from_client(&mut self, client: ClientId, line: &[u8]) -> Vec<Out> {
+    pub fn on_client(&mut self, client: ClientId, line: &[u8]) -> Vec<Out> {
         let mut out = Vec::new();
         let Ok(text) = std::str::from_utf8(line) else {
             let e = OwnError::Parse { detail: "not valid UTF-8".into() };
@@ -377,7 +377,7 @@ impl Mux {
     }
 
     /// A message from the server process.
-    pub fn from_upstream(&mut self, line: &[u8]) -> Vec<Out> {
+    pub fn on_upstream(&mut self, line: &[u8]) -> Vec<Out> {
         let mut out = Vec::new();
         let Ok(text) = std::str::from_utf8(line) else { return out };
         match jsonrpc::parse(line) {

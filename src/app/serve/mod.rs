@@ -4,10 +4,12 @@
 //! they use a `run` instance's.
 //!
 //! The daemon owns what exists once per process (logging, the runtime, the reaper, signals,
-//! sd_notify) and the set of servers ([`server`]). SIGTERM/SIGINT drain every server's clients
+//! sd_notify) and the set of servers ([`server`]; a shared server's clients go through a hub,
+//! `shared.rs`). SIGTERM/SIGINT drain every server's clients
 //! and stop the daemon; a second one skips the waits.
 
 pub mod server;
+mod shared;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -17,7 +19,7 @@ use tokio::sync::Semaphore;
 
 use super::signals::{self, SignalEvent, Signals};
 use crate::cli::ServeArgs;
-use crate::config::serve::{DaemonConfig, Share};
+use crate::config::serve::DaemonConfig;
 use crate::control::discovery;
 use crate::control::protocol::{Command as ControlCommand, Response};
 use crate::control::server::ControlTarget;
@@ -34,13 +36,7 @@ pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
             return exit::USAGE;
         }
     };
-    if let Some(shared) = config.servers.iter().find(|s| s.sharing.share == Share::Shared) {
-        eprintln!(
-            "mcpvisor: server `{}`: share = \"shared\" is not available in this version yet; use share = \"per-client\"",
-            shared.name
-        );
-        return exit::USAGE;
-    }
+
     let _log_guard = match super::logging::init(top.log.log_level, top.log.log_format, top.log.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {

@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use crate::config::serve::ServerConfig;
+use super::shared::HubHandle;
+use crate::config::serve::{ServerConfig, Share};
 use crate::control::discovery;
 use crate::control::protocol::{Command as ControlCommand, Response};
 use crate::control::server::{peer_allowed, ControlServer, ControlTarget};
@@ -26,7 +27,7 @@ use crate::instance::{Command, Instance, InstanceHandle, Reply, Services, StartF
 use crate::io::Outbox;
 use crate::observe::metrics::{self, Metrics};
 use crate::observe::status::{ProcessStatus, Restarts, State, Status};
-use crate::port::{refuse, ClientPort};
+use crate::port::{refuse, ClientInput, ClientPort};
 use crate::process::{Reaper, SharedTail};
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::FramedReader;
@@ -47,22 +48,25 @@ pub struct Server {
     endpoint: PathBuf,
 }
 
-/// What the accept loop, the sessions and the control socket share.
-struct Shared {
-    cfg: ServerConfig,
-    reaper: Reaper,
-    tail: SharedTail,
-    starting: Arc<Semaphore>,
+/// What the accept loop, the sessions, the hub and the control socket share.
+pub(super) struct Shared {
+    pub(super) cfg: ServerConfig,
+    pub(super) reaper: Reaper,
+    pub(super) tail: SharedTail,
+    pub(super) starting: Arc<Semaphore>,
     live: Mutex<Live>,
     /// A session ended.
-    ended: Notify,
+    pub(super) ended: Notify,
+    /// A shared server's hub (`None`: per-client).
+    hub: Option<HubHandle>,
 }
 
 #[derive(Default)]
-struct Live {
+pub(super) struct Live {
     next_client: u64,
     /// Connected clients, whether or not their process has started yet.
-    clients: usize,
+    pub(super) clients: usize,
+    /// The running instances: per client, or the shared one under 0.
     sessions: BTreeMap<u64, InstanceHandle>,
     /// New clients are refused: the daemon is stopping.
     closed: bool,
@@ -71,11 +75,11 @@ struct Live {
 }
 
 impl Shared {
-    fn live(&self) -> MutexGuard<'_, Live> {
+    pub(super) fn live(&self) -> MutexGuard<'_, Live> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn name(&self) -> &str {
+    pub(super) fn name(&self) -> &str {
         &self.cfg.name
     }
 
@@ -100,7 +104,8 @@ impl Server {
         let listener = UnixListener::bind(&endpoint)?;
         std::fs::set_permissions(&endpoint, std::fs::Permissions::from_mode(0o600))?;
         let name = cfg.name.clone();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone())),
             cfg,
             reaper,
             tail: SharedTail::default(),
@@ -125,6 +130,9 @@ impl Server {
     /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).
     pub async fn shutdown(&self, signal: &'static str) {
         self.shared.live().closed = true;
+        if let Some(hub) = &self.shared.hub {
+            hub.close();
+        }
         for (_, handle) in self.shared.handles() {
             let _ = handle.call(Command::Terminate { signal }).await;
         }
@@ -183,14 +191,20 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             None => {
                 let client = shared.live().next_client;
                 let span = tracing::info_span!("server", name = %shared.name(), client);
-                tokio::spawn(session(shared.clone(), client, stream).instrument(span));
+                let port = socket_port(stream, shared.cfg.instance.max_message_size);
+                match &shared.hub {
+                    Some(hub) => hub.join(client, port),
+                    None => {
+                        tokio::spawn(session(shared.clone(), client, port).instrument(span));
+                    }
+                }
             }
         }
     }
 }
 
 /// A client port over a Unix socket connection.
-fn socket_port(
+pub(super) fn socket_port(
     stream: UnixStream,
     max_message_size: usize,
 ) -> ClientPort<FramedReader<tokio::net::unix::OwnedReadHalf>> {
@@ -200,48 +214,50 @@ fn socket_port(
 }
 
 /// One client's connection to a per-client server: its own instance, for as long as it stays.
-async fn session(shared: Arc<Shared>, client: u64, stream: UnixStream) {
+pub(super) async fn session<I: ClientInput>(shared: Arc<Shared>, client: u64, port: ClientPort<I>) {
     tracing::info!("client connected");
     let permit = shared.starting.clone().acquire_owned().await.ok();
-    let port = socket_port(stream, shared.cfg.instance.max_message_size);
     let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
-    let counters = match Instance::start(shared.cfg.instance.clone(), shared.cfg.name.clone(), port, services) {
+    match Instance::start(shared.cfg.instance.clone(), shared.cfg.name.clone(), port, services) {
         Err(StartFailed { error, port }) => {
             tracing::error!("cannot start the server: {error}");
             drop(permit);
             let error = OwnError::StartFailed { server: shared.cfg.name.clone(), detail: error.to_string() };
             refuse(port, error, REFUSAL_WAIT).await;
-            None
         }
-        Ok((mut instance, handle)) => {
-            shared.live().sessions.insert(client, handle);
-            let mut summary = instance.watch_summary();
-            // The process counts as starting until it first speaks (or for a short while).
-            let started = async {
-                let _ = tokio::time::timeout(STARTING_AT_MOST, summary.wait_for(|s| s.talking)).await;
-            };
-            let run = instance.run_counted();
-            tokio::pin!(run, started);
-            let mut permit = permit;
-            let (_, counters) = loop {
-                tokio::select! {
-                    ended = &mut run => break ended,
-                    _ = &mut started, if permit.is_some() => permit = None,
-                }
-            };
-            Some(counters)
-        }
-    };
-    {
-        let mut live = shared.live();
-        live.sessions.remove(&client);
-        live.clients -= 1;
-        if let Some(counters) = counters {
-            live.past.add(&counters);
-        }
+        Ok((instance, handle)) => run_instance(&shared, client, instance, handle, permit).await,
     }
+    shared.live().clients -= 1;
     shared.ended.notify_waiters();
     tracing::info!("client gone");
+}
+
+/// Runs one of the server's instances to its end, listed under `key` meanwhile. The `permit`
+/// (of `max-starting`) is given back once its process first speaks, or after a short while.
+pub(super) async fn run_instance<I: ClientInput>(
+    shared: &Shared,
+    key: u64,
+    mut instance: Instance<I>,
+    handle: InstanceHandle,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    shared.live().sessions.insert(key, handle);
+    let mut summary = instance.watch_summary();
+    let started = async {
+        let _ = tokio::time::timeout(STARTING_AT_MOST, summary.wait_for(|s| s.talking)).await;
+    };
+    let run = instance.run_counted();
+    tokio::pin!(run, started);
+    let mut permit = permit;
+    let (_, counters) = loop {
+        tokio::select! {
+            ended = &mut run => break ended,
+            _ = &mut started, if permit.is_some() => permit = None,
+        }
+    };
+    let mut live = shared.live();
+    live.sessions.remove(&key);
+    live.past.add(&counters);
 }
 
 /// The control socket's view of a server.
@@ -365,7 +381,7 @@ fn aggregate(
                 generation: child.generation,
                 state: part.state,
                 uptime_secs: child.uptime_secs,
-                client: Some(client),
+                client: (cfg.sharing.share == Share::PerClient).then_some(client),
             });
         }
     }
