@@ -273,3 +273,18 @@ fn a_lazy_shared_server_stops_when_idle_and_an_eager_one_starts_with_the_daemon(
     again.initialize();
     assert_ne!(pid_of(&again.request(1, "echo", json!({}))), pid);
 }
+
+#[test]
+fn sigterm_drains_a_shared_server_once() {
+    let mut daemon = Daemon::start(&server_table("s", "share = \"shared\""), &["s"]);
+    let mut a = daemon.connect("s");
+    a.initialize();
+    let pid = pid_of(&a.request(1, "echo", json!({})));
+    a.send(&json!({"jsonrpc": "2.0", "id": "slow", "method": "slow", "params": {"ms": 300}}));
+    daemon.wait_status("s", "the slow request in flight", |s| s["in_flight"] == json!(1));
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(a.response(&json!("slow"))["result"]["slept_ms"], json!(300), "drained, not forced");
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(group_members(pid as i32).is_empty());
+    assert!(!daemon.log().contains("skipping the waits"), "{}", daemon.log());
+}

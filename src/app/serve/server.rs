@@ -130,11 +130,14 @@ impl Server {
     /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).
     pub async fn shutdown(&self, signal: &'static str) {
         self.shared.live().closed = true;
-        if let Some(hub) = &self.shared.hub {
-            hub.close();
-        }
-        for (_, handle) in self.shared.handles() {
-            let _ = handle.call(Command::Terminate { signal }).await;
+        match &self.shared.hub {
+            // The hub stops its process (a second close skips the waits) and its clients.
+            Some(hub) => hub.close(),
+            None => {
+                for (_, handle) in self.shared.handles() {
+                    let _ = handle.call(Command::Terminate { signal }).await;
+                }
+            }
         }
     }
 

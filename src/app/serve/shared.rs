@@ -120,10 +120,12 @@ impl Hub {
                     Some(HubEvent::Frame(client, frame)) => self.on_client_frame(client, frame).await,
                     Some(HubEvent::Stopped { client, reader, eof }) => self.stopped(client, reader, eof),
                     Some(HubEvent::Close) => {
+                        // The daemon is stopping: drain the process (a second close skips the
+                        // waits), then its clients go with it.
                         self.closing = true;
                         match &self.upstream {
                             Some(up) => {
-                                let _ = up.handle.call(Command::Terminate { signal: "SIGTERM" }).await;
+                                let _ = up.handle.call(Command::Terminate { signal: "shutdown" }).await;
                             }
                             None => self.disconnect_all().await,
                         }
