@@ -11,6 +11,8 @@ mod support;
 use std::path::PathBuf;
 use std::process::Command;
 
+use serde_json::json;
+use support::daemon::Daemon;
 use support::*;
 
 fn interop_dir() -> Option<PathBuf> {
@@ -31,10 +33,7 @@ enum Peer {
     TypeScript,
 }
 
-fn run_client(peer: Peer, server: &[String]) {
-    let Some(dir) = interop_dir() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("mcpvisor.log");
+fn client_command(peer: Peer, dir: &std::path::Path, log: &std::path::Path, server: &[String]) -> Command {
     let scripts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop");
     let mut cmd = match peer {
         Peer::Python => {
@@ -48,8 +47,15 @@ fn run_client(peer: Peer, server: &[String]) {
             c
         }
     };
-    cmd.arg(mcpvisor_bin()).arg(&log).arg("--").args(server);
-    let out = cmd.output().expect("run the client");
+    cmd.arg(mcpvisor_bin()).arg(log).arg("--").args(server);
+    cmd
+}
+
+fn run_client(peer: Peer, server: &[String]) {
+    let Some(dir) = interop_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("mcpvisor.log");
+    let out = client_command(peer, &dir, &log, server).output().expect("run the client");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -103,4 +109,54 @@ fn typescript_client_to_server_everything() {
 #[test]
 fn typescript_client_to_mcp_server_time() {
     run_client(Peer::TypeScript, &time_server());
+}
+
+/// The client runs `mcpvisor connect NAME` against a daemon serving `server` as NAME with
+/// `share` (and kills NAME's process mid-session, as above).
+fn run_client_via_daemon(peer: Peer, server: &[String], share: &str) {
+    let Some(dir) = interop_dir() else { return };
+    let table = format!("[servers.it]\ncommand = {server:?}\nshare = {share:?}\nbackoff-initial = \"50ms\"\n");
+    let mut daemon = Daemon::start(&table, &["it"]);
+    let out = client_command(peer, &dir, &daemon.log_path, &["unused".into()])
+        .env("MCPVISOR_CONNECT", "it")
+        .env("MCPVISOR_RUNTIME_DIR", &daemon.runtime_dir)
+        .output()
+        .expect("run the client");
+    assert!(
+        out.status.success(),
+        "client failed\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let status = daemon.wait_status("it", "the client gone", |s| s["clients"] == json!(0));
+    let running = status["processes"].as_array().map_or(0, Vec::len);
+    // A per-client process ends with its client; a shared one waits for the next client.
+    assert_eq!(running, usize::from(share == "shared"), "{status}");
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+    for pid in pids_in_log(&daemon.log()) {
+        wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));
+    }
+}
+
+#[test]
+fn python_client_through_connect_to_a_per_client_server_everything() {
+    run_client_via_daemon(Peer::Python, &everything_via_npx(), "per-client");
+}
+
+#[test]
+fn python_client_through_connect_to_a_shared_mcp_server_time() {
+    run_client_via_daemon(Peer::Python, &time_server(), "shared");
+}
+
+#[test]
+fn typescript_client_through_connect_to_a_per_client_server_everything() {
+    run_client_via_daemon(Peer::TypeScript, &everything_node(), "per-client");
+}
+
+#[test]
+fn typescript_client_through_connect_to_a_shared_mcp_server_time() {
+    run_client_via_daemon(Peer::TypeScript, &time_server(), "shared");
 }

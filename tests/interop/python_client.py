@@ -5,6 +5,8 @@ The client runs in auto mode: it probes `server/discover` and falls back to `ini
 handshake-era server, so the same script covers both protocol eras.
 
 Usage: python python_client.py MCPVISOR LOG -- SERVER...
+With MCPVISOR_CONNECT=NAME the client runs `mcpvisor connect NAME` (a daemon's server; LOG is the
+daemon's log) instead of `mcpvisor run -- SERVER...`.
 """
 
 import asyncio
@@ -34,8 +36,14 @@ async def call_some_tool(client, tools):
 
 
 async def main(mcpvisor, log, server):
-    args = ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", *server]
-    async with Client(StdioServerParameters(command=mcpvisor, args=args)) as client:
+    connect = os.environ.get("MCPVISOR_CONNECT")
+    if connect:
+        # `connect` finds the daemon through MCPVISOR_RUNTIME_DIR, not in the default environment.
+        params = StdioServerParameters(command=mcpvisor, args=["connect", connect], env=dict(os.environ))
+    else:
+        args = ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", *server]
+        params = StdioServerParameters(command=mcpvisor, args=args)
+    async with Client(params) as client:
         tools = await client.list_tools()
         assert tools.tools, "no tools listed"
         first = await call_some_tool(client, tools)

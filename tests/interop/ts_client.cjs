@@ -1,5 +1,7 @@
 // Interop check: the TypeScript SDK's stdio client through mcpvisor to a real server, with a
 // kill -9 of the server mid-session. Usage: node ts_client.cjs INTEROP_DIR MCPVISOR LOG -- SERVER...
+// With MCPVISOR_CONNECT=NAME the client runs `mcpvisor connect NAME` (a daemon's server; LOG is
+// the daemon's log) instead of `mcpvisor run -- SERVER...`.
 "use strict";
 const path = require("path");
 const fs = require("fs");
@@ -27,9 +29,14 @@ async function callSomeTool(client, tools) {
 }
 
 (async () => {
+  const connect = process.env.MCPVISOR_CONNECT;
   const transport = new StdioClientTransport({
     command: mcpvisor,
-    args: ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", ...server],
+    args: connect
+      ? ["connect", connect]
+      : ["run", "--log-file", log, "--log-level", "debug", "--backoff-initial", "50ms", "--", ...server],
+    // `connect` finds the daemon through MCPVISOR_RUNTIME_DIR, which the default environment lacks.
+    env: connect ? { ...process.env } : undefined,
     stderr: "inherit",
   });
   const client = new Client({ name: "mcpvisor-interop", version: "1.0.0" });
