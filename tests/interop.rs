@@ -43,7 +43,7 @@ fn client_command(peer: Peer, dir: &std::path::Path, log: &std::path::Path, serv
         }
         Peer::TypeScript => {
             let mut c = Command::new("node");
-            c.arg(scripts.join("ts_client.cjs")).arg(&dir);
+            c.arg(scripts.join("ts_client.cjs")).arg(dir);
             c
         }
     };
