@@ -31,6 +31,7 @@ fn main() -> ExitCode {
         Command::Stop { name } => commands::simple(&name, ControlCommand::Stop),
         Command::Logs { name, lines } => commands::logs(&name, lines),
         Command::Metrics { name } => commands::metrics(name.as_deref()),
+        Command::Reload => commands::reload(),
         Command::Connect { target } => connect::run(&target),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mcpvisor", &mut std::io::stdout());

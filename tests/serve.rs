@@ -288,3 +288,71 @@ fn sigterm_drains_a_shared_server_once() {
     assert!(group_members(pid as i32).is_empty());
     assert!(!daemon.log().contains("skipping the waits"), "{}", daemon.log());
 }
+
+fn env_of(client: &mut Visor, id: i64) -> Value {
+    client.request(id, "env", json!({"name": "MARK"}))["result"]["value"].clone()
+}
+
+#[test]
+fn reload_adds_removes_changes_and_leaves_the_rest_alone() {
+    let before = format!("{}{}{}", server_table("keep", ""), server_table("change", ""), server_table("remove", ""));
+    let mut daemon = Daemon::start(&before, &["keep", "change", "remove"]);
+    let mut clients: Vec<Visor> = ["keep", "change", "remove"].iter().map(|n| daemon.connect(n)).collect();
+    let mut pids = Vec::new();
+    for c in &mut clients {
+        c.initialize();
+        pids.push(pid_of(&c.request(1, "echo", json!({}))));
+    }
+    let after = format!(
+        "{}{}[servers.change.env]\nMARK = \"2\"\n{}",
+        server_table("keep", ""),
+        server_table("change", ""),
+        server_table("added", "")
+    );
+    std::fs::write(daemon.config_path(), after).unwrap();
+    let out = daemon.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("1 added, 1 removed, 1 changed, 1 unchanged"), "{said}");
+
+    let [keep, change, remove] = &mut clients[..] else { unreachable!() };
+    assert_eq!(pid_of(&keep.request(2, "echo", json!({}))), pids[0], "unchanged: the same process");
+    assert_eq!(env_of(change, 2), json!("2"), "changed: restarted under the new settings");
+    assert_ne!(pid_of(&change.request(3, "echo", json!({}))), pids[1]);
+    assert_eq!(remove.wait_exit(TIMEOUT).code(), Some(0), "removed: its client is let go");
+    assert!(!daemon.runtime_dir.join("remove.mcp").exists());
+    wait_for("the removed server's process to stop", TIMEOUT, || (!process_alive(pids[2] as i32)).then_some(()));
+    let mut added = daemon.connect("added");
+    added.initialize();
+    assert!(added.request(1, "echo", json!({}))["result"].is_object());
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+}
+
+#[test]
+fn a_bad_file_on_reload_is_rejected_whole_and_nothing_changes() {
+    let daemon = Daemon::start(&server_table("a", ""), &["a"]);
+    let mut client = daemon.connect("a");
+    client.initialize();
+    let pid = pid_of(&client.request(1, "echo", json!({})));
+    std::fs::write(daemon.config_path(), format!("{}{}nonsense = 1\n", server_table("a", ""), server_table("b", "")))
+        .unwrap();
+    let out = daemon.ctl(&["reload"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("servers.toml:9: unknown key `nonsense`"), "{err}");
+    daemon.signal(Signal::SIGHUP);
+    wait_for("the SIGHUP reload refused", TIMEOUT, || {
+        daemon.log().contains("SIGHUP: the file was not reloaded").then_some(())
+    });
+    assert!(!daemon.runtime_dir.join("b.mcp").exists(), "nothing was added");
+    assert_eq!(pid_of(&client.request(2, "echo", json!({}))), pid);
+}
+
+#[test]
+fn reload_without_a_daemon_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ctl(dir.path(), &["reload"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `mcpvisor serve` daemon is running"));
+}

@@ -116,3 +116,21 @@ pub fn metrics(name: Option<&str>) -> u8 {
     print!("{}", crate::observe::metrics::merge(&texts));
     code
 }
+
+/// `reload`: every daemon's answer, one line each.
+pub fn reload() -> u8 {
+    let daemons = instance::daemon_sockets();
+    if daemons.is_empty() {
+        eprintln!("mcpvisor: no `mcpvisor serve` daemon is running");
+        return exit::UNAVAILABLE;
+    }
+    let mut code = exit::OK;
+    for path in daemons {
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        match ask(&name, &path, Command::Reload) {
+            Ok(r) => println!("{name}: {}", r.message.unwrap_or_else(|| "reloaded".into())),
+            Err(c) => code = code.max(c),
+        }
+    }
+    code
+}

@@ -56,6 +56,10 @@ pub enum Command {
         #[arg(short = 'n', long = "lines", default_value_t = 50)]
         lines: usize,
     },
+    /// Make every running `mcpvisor serve` daemon re-read its file: added servers start,
+    /// removed ones drain and stop, changed ones restart gracefully, unchanged ones are left
+    /// alone. A file with an error is rejected whole, and nothing changes.
+    Reload,
     /// Print Prometheus metrics of one instance, or of all.
     Metrics { name: Option<String> },
     /// Bridge stdin/stdout to a server of a running `mcpvisor serve` (by NAME) or to a Unix

@@ -207,6 +207,22 @@ pub fn endpoints(name: &str) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The control sockets of running `mcpvisor serve` daemons (`serve-PID.daemon`).
+pub fn daemon_sockets() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in candidate_dirs() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension() == Some(OsStr::new("daemon")) && !out.contains(&path) && is_live(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The socket of the instance called `name`, if one answers.
 pub fn find(name: &str) -> Option<PathBuf> {
     candidate_dirs().into_iter().map(|d| d.join(format!("{name}.sock"))).find(|p| is_live(p))

@@ -30,6 +30,8 @@ pub enum Command {
     },
     /// Prometheus text exposition.
     Metrics,
+    /// A `mcpvisor serve` daemon re-reads its file.
+    Reload,
 }
 
 fn default_lines() -> usize {
@@ -87,9 +89,9 @@ impl Response {
 }
 
 impl Command {
-    /// The instance command a control request stands for.
-    pub fn to_instance(&self) -> InstanceCommand {
-        match self {
+    /// The instance command a control request stands for (`None`: not one for an instance).
+    pub fn to_instance(&self) -> Option<InstanceCommand> {
+        Some(match self {
             Command::Status => InstanceCommand::Status,
             Command::Restart => {
                 InstanceCommand::Restart { why: "restart requested over the control socket", clear_failed: true }
@@ -97,7 +99,8 @@ impl Command {
             Command::Stop => InstanceCommand::Stop { why: "stop requested over the control socket" },
             Command::Logs { lines } => InstanceCommand::Logs { lines: *lines },
             Command::Metrics => InstanceCommand::Metrics,
-        }
+            Command::Reload => return None,
+        })
     }
 }
 

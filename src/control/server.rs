@@ -22,7 +22,10 @@ pub trait ControlTarget: Clone + Send + Sync + 'static {
 
 impl ControlTarget for InstanceHandle {
     async fn answer(&self, command: Command) -> Response {
-        Response::from_reply(self.call(command.to_instance()).await)
+        match command.to_instance() {
+            Some(command) => Response::from_reply(self.call(command).await),
+            None => Response::error("this is a `mcpvisor run` instance; reload is for `mcpvisor serve` daemons"),
+        }
     }
 }
 

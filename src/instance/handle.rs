@@ -14,7 +14,7 @@ use crate::observe::status::{State, Status};
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an instance can be asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Command {
     /// The full status snapshot.
     Status,
@@ -32,6 +32,9 @@ pub enum Command {
     Metrics,
     /// The counters themselves, for a host that adds up several instances.
     Counters,
+    /// New settings (a reloaded daemon file): the server restarts gracefully under them, and the
+    /// client's session is rebuilt on the new process.
+    Reconfigure(Box<crate::config::InstanceConfig>),
 }
 
 /// An instance's answer.

@@ -35,6 +35,7 @@ impl<I: ClientInput> Instance<I> {
                 Reply::Metrics(crate::observe::metrics::render(&self.metrics, &status))
             }
             Command::Counters => Reply::Counters(Box::new(self.metrics.clone())),
+            Command::Reconfigure(cfg) => self.reconfigure(*cfg),
         }
     }
 
@@ -54,6 +55,14 @@ impl<I: ClientInput> Instance<I> {
             RestartStep::AlreadyUnderWay => tracing::info!("{why}: a restart is already under way"),
         }
         Reply::Done("restarting the server".into())
+    }
+
+    fn reconfigure(&mut self, cfg: crate::config::InstanceConfig) -> Reply {
+        self.life.reconfigure(cfg.policy.clone(), cfg.on_failure, cfg.drain_timeout);
+        self.liveness.reconfigure(cfg.ping_interval, cfg.ping_timeout, cfg.ping_failures);
+        self.queue.set_limits(cfg.queue_limit, cfg.max_inflight);
+        self.cfg = cfg;
+        self.request_restart("the configuration changed", false)
     }
 
     /// Starts a shutdown: new requests are refused, in-flight ones may finish (unless the client

@@ -43,6 +43,13 @@ impl Liveness {
         }
     }
 
+    /// New settings (a reloaded configuration).
+    pub fn reconfigure(&mut self, interval: Option<Duration>, timeout: Duration, failures: u32) {
+        self.interval = interval;
+        self.timeout = timeout;
+        self.failures = failures;
+    }
+
     /// A new server generation started now.
     pub fn restart(&mut self, now: Instant) {
         self.last_output = Some(now);

@@ -456,6 +456,13 @@ impl<C: ChildControl> Lifecycle<C> {
         self.stop(StopReason::Restart)
     }
 
+    /// New settings (a reloaded configuration); history and state are kept.
+    pub fn reconfigure(&mut self, policy: PolicyConfig, on_failure: OnFailure, drain_timeout: Duration) {
+        self.policy.set_config(policy);
+        self.on_failure = on_failure;
+        self.drain_timeout = drain_timeout;
+    }
+
     /// Lets go of the server at the instance's end (dropping it kills its group if it still runs).
     pub fn abandon(&mut self) -> Option<C> {
         match std::mem::replace(&mut self.state, ChildState::Gone) {

@@ -81,6 +81,11 @@ impl RestartPolicy {
         self.streak = 0;
     }
 
+    /// New settings (a reloaded configuration); the restart history is kept.
+    pub fn set_config(&mut self, config: PolicyConfig) {
+        self.config = config;
+    }
+
     pub fn config(&self) -> &PolicyConfig {
         &self.config
     }

@@ -41,6 +41,12 @@ impl Queue {
         Queue { items: VecDeque::new(), limit, max_inflight }
     }
 
+    /// New limits (a reloaded configuration); what is queued stays.
+    pub fn set_limits(&mut self, limit: usize, max_inflight: Option<usize>) {
+        self.limit = limit;
+        self.max_inflight = max_inflight;
+    }
+
     pub fn len(&self) -> usize {
         self.items.len()
     }

@@ -4,10 +4,12 @@
 //! they use a `run` instance's.
 //!
 //! The daemon owns what exists once per process (logging, the runtime, the reaper, signals,
-//! sd_notify) and the set of servers ([`server`]; a shared server's clients go through a hub,
-//! `shared.rs`). SIGTERM/SIGINT drain every server's clients
-//! and stop the daemon; a second one skips the waits.
+//! sd_notify, its own control socket `serve-PID.daemon` for `mcpvisor reload`) and the set of
+//! servers ([`server`]; a shared server's clients go through a hub, `shared.rs`; a reload's
+//! changes are worked out in [`daemon`]). SIGTERM/SIGINT drain every server's clients and stop the
+//! daemon, a second one skips the waits; SIGHUP reloads the file.
 
+mod daemon;
 pub mod server;
 mod shared;
 
@@ -15,18 +17,19 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use super::signals::{self, SignalEvent, Signals};
 use crate::cli::ServeArgs;
 use crate::config::serve::DaemonConfig;
 use crate::control::discovery;
-use crate::control::protocol::{Command as ControlCommand, Response};
-use crate::control::server::ControlTarget;
+use crate::control::server::ControlServer;
 use crate::exit;
-use crate::observe::status::{State, Status};
 use crate::process::Reaper;
-use server::{Server, ServerHandle};
+use daemon::{Daemon, DaemonTarget};
+
+/// The extension of a daemon's own control socket.
+pub const DAEMON_EXTENSION: &str = "daemon";
 
 pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
     let (config, top) = match args.daemon_config(argv) {
@@ -36,7 +39,6 @@ pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
             return exit::USAGE;
         }
     };
-
     let _log_guard = match super::logging::init(top.log.log_level, top.log.log_format, top.log.log_file.as_deref()) {
         Ok(g) => g,
         Err(e) => {
@@ -44,10 +46,10 @@ pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
             return exit::USAGE;
         }
     };
-    super::runtime::block_on(daemon(config))
+    super::runtime::block_on(serve(config, argv.to_vec()))
 }
 
-async fn daemon(config: DaemonConfig) -> u8 {
+async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     let reaper = match Reaper::start(true) {
         Ok(r) => r,
         Err(e) => return fail(format!("cannot watch for child processes: {e}")),
@@ -64,42 +66,39 @@ async fn daemon(config: DaemonConfig) -> u8 {
         Err(e) => return fail(e),
     };
     let starting = Arc::new(Semaphore::new(config.max_starting));
-    let mut servers = Vec::new();
-    for cfg in config.servers {
-        let name = cfg.name.clone();
-        match Server::start(cfg, &dir, reaper.clone(), starting.clone()) {
-            Ok(server) => servers.push(server),
-            Err(e) => return fail(format!("cannot serve `{name}`: {e}")),
-        }
-    }
+    let mut daemon = match Daemon::start(config.servers, dir.clone(), reaper.clone(), starting, argv) {
+        Ok(d) => d,
+        Err(e) => return fail(e),
+    };
+    let (reloads, mut reload_requests) = mpsc::channel::<oneshot::Sender<Result<String, String>>>(4);
+    let target = DaemonTarget::new(daemon.handles(), reloads);
     let _http = match config.metrics_addr {
-        Some(addr) => {
-            let target = DaemonTarget(Arc::new(servers.iter().map(Server::handle).collect()));
-            match crate::http::HttpServer::bind(addr, target).await {
-                Ok(server) => {
-                    tracing::info!(addr = %server.addr, "metrics endpoint ready");
-                    Some(server)
-                }
-                Err(e) => return fail(format!("cannot serve metrics on {addr}: {e}")),
+        Some(addr) => match crate::http::HttpServer::bind(addr, target.clone()).await {
+            Ok(server) => {
+                tracing::info!(addr = %server.addr, "metrics endpoint ready");
+                Some(server)
             }
-        }
+            Err(e) => return fail(format!("cannot serve metrics on {addr}: {e}")),
+        },
         None => None,
     };
-    let names: Vec<&str> = servers.iter().map(Server::name).collect();
-    tracing::info!(servers = ?names, dir = %dir.display(), "mcpvisor serve ready");
+    let socket = dir.join(format!("serve-{}.{DAEMON_EXTENSION}", std::process::id()));
+    let _control = match ControlServer::bind(&socket, target.clone()) {
+        Ok(control) => Some(control),
+        Err(e) => {
+            tracing::warn!(socket = %socket.display(), "no daemon control socket (`mcpvisor reload` will not reach it): {e}");
+            None
+        }
+    };
+    tracing::info!(servers = ?daemon.names(), dir = %dir.display(), "mcpvisor serve ready");
     let mut notifier = super::notify::Notifier::from_env();
-    notifier.daemon_ready(servers.len());
+    notifier.daemon_ready(daemon.names().len());
 
     // Drain on the first SIGTERM/SIGINT; skip the waits on the second.
     let mut stopping = false;
     loop {
-        let all_stopped = async {
-            for server in &servers {
-                server.stopped().await;
-            }
-        };
         tokio::select! {
-            _ = all_stopped, if stopping => break,
+            _ = daemon.stopped(), if stopping => break,
             event = signals.recv() => match event {
                 SignalEvent::Terminate(signal) => {
                     if stopping {
@@ -109,54 +108,32 @@ async fn daemon(config: DaemonConfig) -> u8 {
                         notifier.daemon_stopping();
                     }
                     stopping = true;
-                    for server in &servers {
-                        server.shutdown(signal).await;
-                    }
+                    daemon.shutdown(signal).await;
                 }
-                SignalEvent::Hangup => tracing::warn!("SIGHUP: reloading the file is not supported yet; nothing changed"),
+                SignalEvent::Hangup if !stopping => match daemon.reload().await {
+                    Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
+                    Err(e) => tracing::error!("SIGHUP: the file was not reloaded: {e}"),
+                },
+                SignalEvent::Hangup => {}
             },
+            Some(reply) = reload_requests.recv() => {
+                let result = if stopping { Err("the daemon is stopping".to_owned()) } else { daemon.reload().await };
+                match &result {
+                    Ok(summary) => tracing::info!("reloaded: {summary}"),
+                    Err(e) => tracing::error!("the file was not reloaded: {e}"),
+                }
+                target.set_servers(daemon.handles());
+                let _ = reply.send(result);
+            }
         }
     }
-    drop(servers);
+    drop(daemon);
     let swept = reaper.sweep_all();
     if !swept.is_empty() {
         tracing::warn!(killed = ?swept, "killed processes left behind by the servers");
     }
     tracing::info!("mcpvisor serve stopped");
     exit::OK
-}
-
-/// The whole daemon, as its HTTP endpoint sees it: `/metrics` for every server, `/healthz`,
-/// and `/readyz` (ready when every server is).
-#[derive(Clone)]
-struct DaemonTarget(Arc<Vec<ServerHandle>>);
-
-impl ControlTarget for DaemonTarget {
-    async fn answer(&self, command: ControlCommand) -> Response {
-        match command {
-            ControlCommand::Status => {
-                let mut status = Status { name: "mcpvisor-serve".into(), state: State::Idle, ..Status::default() };
-                for server in self.0.iter() {
-                    let s = server.status().await;
-                    if s.state.severity() > status.state.severity() {
-                        status.state = s.state;
-                    }
-                    status.clients += s.clients;
-                    status.processes.extend(s.processes);
-                }
-                Response { status: Some(Box::new(status)), ..Response::ok() }
-            }
-            ControlCommand::Metrics => {
-                let mut parts = Vec::new();
-                for server in self.0.iter() {
-                    parts.push((server.counters().await, server.status().await));
-                }
-                let refs: Vec<_> = parts.iter().map(|(m, s)| (m, s)).collect();
-                Response { metrics: Some(crate::observe::metrics::render_many(&refs)), ..Response::ok() }
-            }
-            _ => Response::error("the daemon's commands go to its servers: `mcpvisor restart NAME`"),
-        }
-    }
 }
 
 /// Where the daemon's sockets go: `--runtime-dir`, or the usual per-user directory.

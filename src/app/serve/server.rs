@@ -44,13 +44,15 @@ const STARTING_AT_MOST: Duration = Duration::from_secs(2);
 pub struct Server {
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
-    _control: Option<ControlServer>,
+    control: Option<ControlServer>,
     endpoint: PathBuf,
 }
 
 /// What the accept loop, the sessions, the hub and the control socket share.
 pub(super) struct Shared {
-    pub(super) cfg: ServerConfig,
+    name: String,
+    /// Replaced when a reload changes the server.
+    config: Mutex<Arc<ServerConfig>>,
     pub(super) reaper: Reaper,
     pub(super) tail: SharedTail,
     pub(super) starting: Arc<Semaphore>,
@@ -80,7 +82,12 @@ impl Shared {
     }
 
     pub(super) fn name(&self) -> &str {
-        &self.cfg.name
+        &self.name
+    }
+
+    /// The server's settings as they are now.
+    pub(super) fn cfg(&self) -> Arc<ServerConfig> {
+        self.config.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn handles(&self) -> Vec<(u64, InstanceHandle)> {
@@ -106,7 +113,8 @@ impl Server {
         let name = cfg.name.clone();
         let shared = Arc::new_cyclic(|me| Shared {
             hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone())),
-            cfg,
+            name: name.clone(),
+            config: Mutex::new(Arc::new(cfg)),
             reaper,
             tail: SharedTail::default(),
             starting,
@@ -116,7 +124,32 @@ impl Server {
         let (_, control) = crate::control::server::open_in(dir, &name, ServerHandle(shared.clone()));
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
-        Ok(Server { shared, accept, _control: control, endpoint })
+        Ok(Server { shared, accept, control, endpoint })
+    }
+
+    /// The server's settings as they are now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.shared.cfg()
+    }
+
+    /// Takes new settings (a reload): later clients get them, and every running process
+    /// restarts gracefully under them, its clients' sessions rebuilt. Returns how many.
+    pub async fn update(&self, cfg: ServerConfig) -> usize {
+        let instance = cfg.instance.clone();
+        *self.shared.config.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(cfg);
+        let handles = self.shared.handles();
+        for (_, handle) in &handles {
+            let _ = handle.call(Command::Reconfigure(Box::new(instance.clone()))).await;
+        }
+        handles.len()
+    }
+
+    /// Removed by a reload: its sockets go at once, its processes drain and stop.
+    pub async fn retire(&mut self) {
+        self.accept.abort();
+        self.control = None;
+        let _ = std::fs::remove_file(&self.endpoint);
+        self.shutdown("reload").await;
     }
 
     pub fn name(&self) -> &str {
@@ -175,11 +208,11 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         }
         let refusal = {
             let mut live = shared.live();
-            let limit = shared.cfg.sharing.max_clients;
+            let limit = shared.cfg().sharing.max_clients;
             if live.closed {
                 Some(OwnError::NotDelivered)
             } else if limit.is_some_and(|max| live.clients >= max) {
-                Some(OwnError::TooManyClients { server: shared.cfg.name.clone(), limit: limit.unwrap_or(0) })
+                Some(OwnError::TooManyClients { server: shared.cfg().name.clone(), limit: limit.unwrap_or(0) })
             } else {
                 live.clients += 1;
                 live.next_client += 1;
@@ -189,12 +222,12 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         match refusal {
             Some(error) => {
                 tracing::warn!(server = shared.name(), "client refused: {}", error.message());
-                tokio::spawn(refuse(socket_port(stream, shared.cfg.instance.max_message_size), error, REFUSAL_WAIT));
+                tokio::spawn(refuse(socket_port(stream, shared.cfg().instance.max_message_size), error, REFUSAL_WAIT));
             }
             None => {
                 let client = shared.live().next_client;
                 let span = tracing::info_span!("server", name = %shared.name(), client);
-                let port = socket_port(stream, shared.cfg.instance.max_message_size);
+                let port = socket_port(stream, shared.cfg().instance.max_message_size);
                 match &shared.hub {
                     Some(hub) => hub.join(client, port),
                     None => {
@@ -221,11 +254,11 @@ pub(super) async fn session<I: ClientInput>(shared: Arc<Shared>, client: u64, po
     tracing::info!("client connected");
     let permit = shared.starting.clone().acquire_owned().await.ok();
     let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
-    match Instance::start(shared.cfg.instance.clone(), shared.cfg.name.clone(), port, services) {
+    match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, services) {
         Err(StartFailed { error, port }) => {
             tracing::error!("cannot start the server: {error}");
             drop(permit);
-            let error = OwnError::StartFailed { server: shared.cfg.name.clone(), detail: error.to_string() };
+            let error = OwnError::StartFailed { server: shared.cfg().name.clone(), detail: error.to_string() };
             refuse(port, error, REFUSAL_WAIT).await;
         }
         Ok((instance, handle)) => run_instance(&shared, client, instance, handle, permit).await,
@@ -273,9 +306,13 @@ impl ControlTarget for ServerHandle {
         let handles = shared.handles();
         match command {
             ControlCommand::Status => Response { status: Some(Box::new(self.status().await)), ..Response::ok() },
+            ControlCommand::Reload => Response::error("reload the whole daemon: `mcpvisor reload`"),
             ControlCommand::Restart | ControlCommand::Stop => {
                 let (instance_command, verb) = match command {
-                    ControlCommand::Restart => (command.to_instance(), "restarting"),
+                    ControlCommand::Restart => (
+                        Command::Restart { why: "restart requested over the control socket", clear_failed: true },
+                        "restarting",
+                    ),
                     _ => (Command::Stop { why: "stop requested over the control socket" }, "stopping"),
                 };
                 for (_, handle) in &handles {
@@ -321,7 +358,7 @@ impl ServerHandle {
             let live = shared.live();
             (live.clients, live.past.clone())
         };
-        aggregate(&shared.cfg, clients, &past, parts, &shared.tail)
+        aggregate(&shared.cfg(), clients, &past, parts, &shared.tail)
     }
 }
 

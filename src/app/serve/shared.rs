@@ -107,12 +107,12 @@ struct Hub {
 
 impl Hub {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubEvent>) {
-        if self.shared.cfg.sharing.start == StartMode::Eager {
+        if self.shared.cfg().sharing.start == StartMode::Eager {
             self.start_upstream().await;
         }
-        let idle_timeout = self.shared.cfg.sharing.idle_timeout;
         let mut idle_since = Some(Instant::now());
         loop {
+            let idle_timeout = self.shared.cfg().sharing.idle_timeout;
             let idle_at = idle_since.zip(idle_timeout).map(|(since, after)| since + after);
             tokio::select! {
                 event = rx.recv() => match event {
@@ -173,7 +173,7 @@ impl Hub {
             Frame::Line(line) => self.mux.on_client(client, &line),
             Frame::Oversized { len, head } => {
                 let id = jsonrpc::sniff_id(&head);
-                let error = OwnError::TooLarge { size: len, limit: self.shared.cfg.instance.max_message_size };
+                let error = OwnError::TooLarge { size: len, limit: self.shared.cfg().instance.max_message_size };
                 vec![Out::Client(client, error.response(id.as_ref()))]
             }
         };
@@ -241,7 +241,7 @@ impl Hub {
                             OwnError::NotDelivered
                         } else {
                             OwnError::StartFailed {
-                                server: self.shared.cfg.name.clone(),
+                                server: self.shared.cfg().name.clone(),
                                 detail: "see the daemon's log".into(),
                             }
                         };
@@ -256,9 +256,9 @@ impl Hub {
     async fn start_upstream(&mut self) {
         let shared = &self.shared;
         let permit = shared.starting.clone().acquire_owned().await.ok();
-        let (port, client) = memory::pair(shared.cfg.instance.max_message_size);
+        let (port, client) = memory::pair(shared.cfg().instance.max_message_size);
         let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
-        match Instance::start(shared.cfg.instance.clone(), shared.cfg.name.clone(), port, services) {
+        match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, services) {
             Err(StartFailed { error, .. }) => tracing::error!("cannot start the shared server: {error}"),
             Ok((instance, handle)) => {
                 let task_shared = shared.clone();
