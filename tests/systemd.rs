@@ -7,6 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
+use support::daemon::Daemon;
 use support::*;
 
 struct NotifySocket {
@@ -91,4 +92,18 @@ fn a_failed_server_stops_the_watchdog() {
             assert!(!text.contains("WATCHDOG=1"), "watchdog ping while failed: {text}");
         }
     }
+}
+
+#[test]
+fn a_daemon_reports_ready_status_watchdog_and_stopping() {
+    let notify = NotifySocket::new();
+    let table = format!("[servers.x]\ncommand = [{:?}]\n", test_server_bin().display().to_string());
+    let mut daemon =
+        Daemon::start_with_env(&table, &["x"], &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "200000")]);
+    let msgs = notify
+        .collect_until(|m| position(m, "READY=1").is_some() && m.iter().filter(|x| *x == "WATCHDOG=1").count() >= 2);
+    assert!(msgs.iter().any(|m| m.starts_with("STATUS=1 servers: 0 ready, 1 idle, 0 failed")), "{msgs:?}");
+    daemon.signal(Signal::SIGTERM);
+    notify.collect_until(|m| position(m, "STOPPING=1").is_some());
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
 }

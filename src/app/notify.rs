@@ -88,6 +88,16 @@ impl Notifier {
         self.status(&format!("serving {servers} server(s)"));
     }
 
+    /// A daemon's one-line summary of its servers.
+    pub fn daemon_status(&mut self, line: &str) {
+        self.status(line);
+    }
+
+    /// The daemon's loop is alive.
+    pub fn daemon_watchdog(&self) {
+        self.watchdog();
+    }
+
     /// A daemon started draining.
     pub fn daemon_stopping(&mut self) {
         self.stopping();
@@ -126,7 +136,7 @@ impl Notifier {
 }
 
 /// The next watchdog tick, with the interval's period; never, without a watchdog.
-async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<Duration> {
+pub(crate) async fn tick(interval: &mut Option<tokio::time::Interval>) -> Option<Duration> {
     match interval {
         Some(interval) => {
             interval.tick().await;

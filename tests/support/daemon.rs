@@ -23,10 +23,15 @@ impl Daemon {
     /// `mcpvisor serve --config FILE` with `config` as the file; waits until each of `servers`
     /// has its endpoint.
     pub fn start(config: &str, servers: &[&str]) -> Daemon {
+        Daemon::start_with_env(config, servers, &[])
+    }
+
+    /// As [`Daemon::start`], with more environment variables.
+    pub fn start_with_env(config: &str, servers: &[&str], env: &[(&str, &str)]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("servers.toml");
         std::fs::write(&config_path, config).expect("write the config");
-        let daemon = Daemon::spawn(dir, config_path, &["--config".into()], true);
+        let daemon = Daemon::spawn(dir, config_path, &["--config".into()], true, env);
         daemon.wait_endpoints(servers);
         daemon
     }
@@ -36,10 +41,16 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let config_path = dir.path().join("unused.toml");
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Daemon::spawn(dir, config_path, &args, false)
+        Daemon::spawn(dir, config_path, &args, false, &[])
     }
 
-    fn spawn(dir: tempfile::TempDir, config_path: PathBuf, args: &[String], with_config: bool) -> Daemon {
+    fn spawn(
+        dir: tempfile::TempDir,
+        config_path: PathBuf,
+        args: &[String],
+        with_config: bool,
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let runtime_dir = dir.path().join("run");
         let log_path = dir.path().join("serve.log");
         let mut cmd = Command::new(mcpvisor_bin());
@@ -48,6 +59,7 @@ impl Daemon {
         if with_config {
             cmd.arg(&config_path);
         }
+        cmd.envs(env.iter().copied());
         cmd.env("MCPVISOR_RUNTIME_DIR", &runtime_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

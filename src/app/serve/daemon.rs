@@ -113,6 +113,25 @@ impl Daemon {
         Ok(format!("{added} added, {removed} removed, {changed} changed, {unchanged} unchanged"))
     }
 
+    /// A line for systemd's STATUS: how many servers are in which state, and the clients.
+    pub async fn summary(&self) -> String {
+        let (mut ready, mut idle, mut failed, mut other, mut clients) = (0, 0, 0, 0, 0);
+        for server in self.servers.values() {
+            let status = server.handle().status().await;
+            clients += status.clients;
+            match status.state {
+                State::Ready => ready += 1,
+                State::Idle => idle += 1,
+                State::Failed => failed += 1,
+                _ => other += 1,
+            }
+        }
+        format!(
+            "{} servers: {ready} ready, {idle} idle, {failed} failed, {other} starting or restarting; {clients} clients",
+            self.servers.len()
+        )
+    }
+
     /// Asks every server to drain and stop.
     pub async fn shutdown(&self, signal: &'static str) {
         for server in self.servers.values().chain(&self.retiring) {

@@ -93,6 +93,9 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     tracing::info!(servers = ?daemon.names(), dir = %dir.display(), "mcpvisor serve ready");
     let mut notifier = super::notify::Notifier::from_env();
     notifier.daemon_ready(daemon.names().len());
+    notifier.daemon_status(&daemon.summary().await);
+    // The daemon's own loop feeds the watchdog (a stuck loop stops it); STATUS follows along.
+    let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
 
     // Drain on the first SIGTERM/SIGINT; skip the waits on the second.
     let mut stopping = false;
@@ -110,12 +113,22 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                     stopping = true;
                     daemon.shutdown(signal).await;
                 }
-                SignalEvent::Hangup if !stopping => match daemon.reload().await {
-                    Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
-                    Err(e) => tracing::error!("SIGHUP: the file was not reloaded: {e}"),
-                },
+                SignalEvent::Hangup if !stopping => {
+                    match daemon.reload().await {
+                        Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
+                        Err(e) => tracing::error!("SIGHUP: the file was not reloaded: {e}"),
+                    }
+                    target.set_servers(daemon.handles());
+                    notifier.daemon_status(&daemon.summary().await);
+                }
                 SignalEvent::Hangup => {}
             },
+            Some(_) = super::notify::tick(&mut watchdog) => {
+                notifier.daemon_watchdog();
+                if !stopping {
+                    notifier.daemon_status(&daemon.summary().await);
+                }
+            }
             Some(reply) = reload_requests.recv() => {
                 let result = if stopping { Err("the daemon is stopping".to_owned()) } else { daemon.reload().await };
                 match &result {
@@ -123,6 +136,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                     Err(e) => tracing::error!("the file was not reloaded: {e}"),
                 }
                 target.set_servers(daemon.handles());
+                notifier.daemon_status(&daemon.summary().await);
                 let _ = reply.send(result);
             }
         }
