@@ -356,3 +356,42 @@ fn reload_without_a_daemon_says_so() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no `mcpvisor serve` daemon is running"));
 }
+
+#[test]
+fn connection_churn_leaves_no_process_descriptor_or_memory_behind() {
+    use std::io::{BufRead, BufReader, Write};
+    let cycles: usize = std::env::var("MCPVISOR_CHURN_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(200);
+    let daemon = Daemon::start(&server_table("churn", ""), &["churn"]);
+    let pid = daemon.child.id() as i32;
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let children = || mcpvisor::process::procfs::child_processes(pid).into_iter().filter(|p| !p.is_zombie()).count();
+    let endpoint = daemon.runtime_dir.join("churn.mcp");
+    let cycle = |i: usize| {
+        let stream = std::os::unix::net::UnixStream::connect(&endpoint).expect("connect");
+        let mut writer = stream.try_clone().expect("clone");
+        let init = json!({"jsonrpc": "2.0", "id": i, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}}});
+        writeln!(writer, "{init}").expect("write");
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).expect("read");
+        assert!(line.contains("\"result\""), "{line}");
+    };
+    // Warm up (allocator pools, the first log lines), then measure.
+    for i in 0..20 {
+        cycle(i);
+    }
+    daemon.wait_status("churn", "the warm-up sessions gone", |s| s["clients"] == json!(0));
+    let (fds_before, rss_before) = (fds(), mcpvisor::process::procfs::resident_bytes(pid));
+    for i in 0..cycles {
+        cycle(i);
+    }
+    daemon.wait_status("churn", "every session gone", |s| s["clients"] == json!(0) && s["processes"] == json!([]));
+    wait_for("no server process left", TIMEOUT, || (children() == 0).then_some(()));
+    let (fds_after, rss_after) = (fds(), mcpvisor::process::procfs::resident_bytes(pid));
+    println!(
+        "churn: {cycles} cycles, fds {fds_before} -> {fds_after}, rss {} -> {} KiB",
+        rss_before >> 10,
+        rss_after >> 10
+    );
+    assert_eq!(fds_after, fds_before, "descriptors leaked");
+    assert!(rss_after < rss_before + (2 << 20), "memory grew from {} to {} KiB", rss_before >> 10, rss_after >> 10);
+}
