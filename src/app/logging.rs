@@ -15,6 +15,7 @@ use std::path::Path;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::fmt;
 
+use crate::cli::server::LogOptions;
 use crate::config::LogFormat;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,15 @@ use crate::config::LogFormat;
 pub struct LogFileError {
     path: String,
     source: std::io::Error,
+}
+
+/// Installs the global subscriber as the command line says; a log file that cannot be opened is
+/// a usage error, explained on stderr, and its exit status is returned.
+pub fn start(options: &LogOptions) -> Result<WorkerGuard, u8> {
+    init(options.log_level, options.log_format, options.log_file.as_deref()).map_err(|e| {
+        eprintln!("mcpvisor: {e}; check the path or drop --log-file");
+        crate::exit::USAGE
+    })
 }
 
 /// Installs the global subscriber; keep the guard alive until exit so buffered lines are flushed.

@@ -21,12 +21,9 @@ pub fn run(args: RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let _log_guard = match super::logging::init(args.log.log_level, args.log.log_format, args.log.log_file.as_deref()) {
+    let _log_guard = match super::logging::start(&args.log) {
         Ok(g) => g,
-        Err(e) => {
-            eprintln!("mcpvisor: {e}; check the path or drop --log-file");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     super::runtime::block_on(async move {
         let reaper = match Reaper::start(true) {

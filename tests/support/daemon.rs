@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
@@ -105,14 +105,7 @@ impl Daemon {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "the daemon did not exit within {timeout:?}\nlog:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        super::wait_exit(&mut self.child, timeout, &self.log_path)
     }
 
     pub fn stderr_text(&mut self) -> String {

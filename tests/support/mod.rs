@@ -307,14 +307,8 @@ impl Visor {
     }
 
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "mcpvisor did not exit within {timeout:?}\nlog:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let log = self.log_path.clone();
+        wait_exit(&mut self.child, timeout, &log)
     }
 
     /// Runs `mcpvisor ARGS` against this instance's socket directory.
@@ -344,6 +338,19 @@ impl Drop for Visor {
         for pid in self.server_pids() {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         }
+    }
+}
+
+/// Waits for `child` (an mcpvisor) to exit; on a timeout the panic shows its log.
+pub fn wait_exit(child: &mut Child, timeout: Duration, log: &Path) -> ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        let log = || std::fs::read_to_string(log).unwrap_or_default();
+        assert!(Instant::now() < deadline, "mcpvisor did not exit within {timeout:?}\nlog:\n{}", log());
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -39,12 +39,9 @@ pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
             return exit::USAGE;
         }
     };
-    let _log_guard = match super::logging::init(top.log.log_level, top.log.log_format, top.log.log_file.as_deref()) {
+    let _log_guard = match super::logging::start(&top.log) {
         Ok(g) => g,
-        Err(e) => {
-            eprintln!("mcpvisor: {e}; check the path or drop --log-file");
-            return exit::USAGE;
-        }
+        Err(code) => return code,
     };
     super::runtime::block_on(serve(config, argv.to_vec()))
 }
