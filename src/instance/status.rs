@@ -44,11 +44,6 @@ impl<I: ClientInput> Instance<I> {
         let (server_name, server_version) = self.session.server_info();
         let policy = self.life.policy();
         Status {
-            name: self.name.clone(),
-            mcpvisor_version: env!("CARGO_PKG_VERSION").to_owned(),
-            mcpvisor_pid: std::process::id(),
-            command: self.cfg.spec.argv(),
-            env_keys: self.cfg.spec.env.iter().map(|var| var.key.to_string_lossy().into_owned()).collect(),
             state,
             child: child.clone(),
             restarts: status::Restarts {
@@ -79,16 +74,8 @@ impl<I: ClientInput> Instance<I> {
             stderr_tail: if state == status::State::Ready { Vec::new() } else { self.tail.last(10) },
             share: None,
             clients: usize::from(!self.client.eof),
-            processes: child
-                .iter()
-                .map(|c| status::ProcessStatus {
-                    pid: c.pid,
-                    generation: c.generation,
-                    state,
-                    uptime_secs: c.uptime_secs,
-                    client: None,
-                })
-                .collect(),
+            processes: child.iter().map(|c| status::ProcessStatus::of(c, state, None)).collect(),
+            ..Status::for_server(&self.name, &self.cfg.spec)
         }
     }
 }

@@ -45,6 +45,12 @@ impl State {
     pub const ALL: [State; 7] =
         [State::Starting, State::Ready, State::Restarting, State::Backoff, State::Failed, State::Draining, State::Idle];
 
+    /// The worst of several states (`idle` when there are none): a daemon's server or the
+    /// daemon as a whole, from their processes'.
+    pub fn worst(states: impl IntoIterator<Item = State>) -> State {
+        states.into_iter().max_by_key(|s| s.severity()).unwrap_or(State::Idle)
+    }
+
     /// How bad a state is, for the summary of several processes (higher is worse).
     pub fn severity(self) -> u8 {
         match self {
@@ -68,6 +74,13 @@ pub struct ProcessStatus {
     pub uptime_secs: f64,
     /// The client connection it serves (per-client servers), numbered from 1.
     pub client: Option<u64>,
+}
+
+impl ProcessStatus {
+    /// A running process, as its instance reports it (`client`: the connection it serves).
+    pub fn of(child: &ChildStatus, state: State, client: Option<u64>) -> ProcessStatus {
+        ProcessStatus { pid: child.pid, generation: child.generation, state, uptime_secs: child.uptime_secs, client }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -199,6 +212,19 @@ fn ago(secs: f64) -> String {
 }
 
 impl Status {
+    /// A snapshot of the server `name` runs `spec` with, the rest left empty: what identifies it
+    /// in every snapshot, whoever builds it.
+    pub fn for_server(name: &str, spec: &crate::config::ChildSpec) -> Status {
+        Status {
+            name: name.to_owned(),
+            mcpvisor_version: env!("CARGO_PKG_VERSION").to_owned(),
+            mcpvisor_pid: std::process::id(),
+            command: spec.argv(),
+            env_keys: spec.env.iter().map(|var| var.key.to_string_lossy().into_owned()).collect(),
+            ..Status::default()
+        }
+    }
+
     /// The full picture, as an aligned two-column table.
     pub fn render(&self) -> String {
         let mut rows: Vec<(&str, String)> = vec![

@@ -75,12 +75,9 @@ impl Daemon {
         let (mut added, mut removed, mut changed, mut unchanged) = (0, 0, 0, 0);
         let gone: Vec<String> = self.servers.keys().filter(|n| !wanted.contains_key(*n)).cloned().collect();
         for name in gone {
-            if let Some(mut server) = self.servers.remove(&name) {
-                tracing::info!(server = name, "removed from the file: draining and stopping it");
-                server.retire().await;
-                self.retiring.push(server);
-                removed += 1;
-            }
+            tracing::info!(server = name, "removed from the file: draining and stopping it");
+            self.retire(&name).await;
+            removed += 1;
         }
         for (name, cfg) in std::mem::take(&mut wanted) {
             match self.servers.get(&name) {
@@ -92,10 +89,7 @@ impl Daemon {
                 Some(server) if server.config().fingerprint == cfg.fingerprint => unchanged += 1,
                 Some(server) if server.config().sharing.share != cfg.sharing.share => {
                     tracing::info!(server = name, "its sharing changed: replacing it");
-                    if let Some(mut old) = self.servers.remove(&name) {
-                        old.retire().await;
-                        self.retiring.push(old);
-                    }
+                    self.retire(&name).await;
                     self.add(cfg)?;
                     changed += 1;
                 }
@@ -111,6 +105,14 @@ impl Daemon {
             }
         }
         Ok(format!("{added} added, {removed} removed, {changed} changed, {unchanged} unchanged"))
+    }
+
+    /// Takes server `name` out of service: its sockets go, its processes drain and stop.
+    async fn retire(&mut self, name: &str) {
+        if let Some(mut server) = self.servers.remove(name) {
+            server.retire().await;
+            self.retiring.push(server);
+        }
     }
 
     /// A line for systemd's STATUS: how many servers are in which state, and the clients.
@@ -173,15 +175,15 @@ impl ControlTarget for DaemonTarget {
     async fn answer(&self, command: ControlCommand) -> Response {
         match command {
             ControlCommand::Status => {
-                let mut status = Status { name: "mcpvisor-serve".into(), state: State::Idle, ..Status::default() };
+                let mut status = Status { name: "mcpvisor-serve".into(), ..Status::default() };
+                let mut states = Vec::new();
                 for server in self.servers() {
                     let s = server.status().await;
-                    if s.state.severity() > status.state.severity() {
-                        status.state = s.state;
-                    }
+                    states.push(s.state);
                     status.clients += s.clients;
                     status.processes.extend(s.processes);
                 }
+                status.state = State::worst(states);
                 Response { status: Some(Box::new(status)), ..Response::ok() }
             }
             ControlCommand::Metrics => {

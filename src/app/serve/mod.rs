@@ -111,12 +111,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                     daemon.shutdown(signal).await;
                 }
                 SignalEvent::Hangup if !stopping => {
-                    match daemon.reload().await {
-                        Ok(summary) => tracing::info!("SIGHUP: reloaded: {summary}"),
-                        Err(e) => tracing::error!("SIGHUP: the file was not reloaded: {e}"),
-                    }
-                    target.set_servers(daemon.handles());
-                    notifier.daemon_status(&daemon.summary().await);
+                    let _ = reload(&mut daemon, &target, &mut notifier, "SIGHUP").await;
                 }
                 SignalEvent::Hangup => {}
             },
@@ -127,13 +122,11 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                 }
             }
             Some(reply) = reload_requests.recv() => {
-                let result = if stopping { Err("the daemon is stopping".to_owned()) } else { daemon.reload().await };
-                match &result {
-                    Ok(summary) => tracing::info!("reloaded: {summary}"),
-                    Err(e) => tracing::error!("the file was not reloaded: {e}"),
-                }
-                target.set_servers(daemon.handles());
-                notifier.daemon_status(&daemon.summary().await);
+                let result = if stopping {
+                    Err("the daemon is stopping".to_owned())
+                } else {
+                    reload(&mut daemon, &target, &mut notifier, "mcpvisor reload").await
+                };
                 let _ = reply.send(result);
             }
         }
@@ -145,6 +138,24 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     }
     tracing::info!("mcpvisor serve stopped");
     exit::OK
+}
+
+/// Reloads the file (asked for `by`), logs what happened, and lets the HTTP endpoint, the
+/// daemon's socket and systemd see the new set of servers.
+async fn reload(
+    daemon: &mut Daemon,
+    target: &DaemonTarget,
+    notifier: &mut super::notify::Notifier,
+    by: &str,
+) -> Result<String, String> {
+    let result = daemon.reload().await;
+    match &result {
+        Ok(summary) => tracing::info!("{by}: reloaded: {summary}"),
+        Err(e) => tracing::error!("{by}: the file was not reloaded: {e}"),
+    }
+    target.set_servers(daemon.handles());
+    notifier.daemon_status(&daemon.summary().await);
+    result
 }
 
 /// Where the daemon's sockets go: `--runtime-dir`, or the usual per-user directory.

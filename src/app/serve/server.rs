@@ -371,13 +371,8 @@ fn aggregate(
     tail: &SharedTail,
 ) -> Status {
     let policy = &cfg.instance.policy;
-    let state = parts.iter().map(|(_, s)| s.state).max_by_key(|s| s.severity()).unwrap_or(State::Idle);
+    let state = State::worst(parts.iter().map(|(_, s)| s.state));
     let mut status = Status {
-        name: cfg.name.clone(),
-        mcpvisor_version: env!("CARGO_PKG_VERSION").to_owned(),
-        mcpvisor_pid: std::process::id(),
-        command: cfg.instance.spec.argv(),
-        env_keys: cfg.instance.spec.env.iter().map(|v| v.key.to_string_lossy().into_owned()).collect(),
         state,
         restarts: Restarts {
             window_secs: policy.window.as_secs(),
@@ -392,7 +387,7 @@ fn aggregate(
         share: Some(cfg.sharing.share.as_str().to_owned()),
         clients,
         stderr_tail: if matches!(state, State::Ready | State::Idle) { Vec::new() } else { tail.last(10) },
-        ..Status::default()
+        ..Status::for_server(&cfg.name, &cfg.instance.spec)
     };
     for (client, part) in parts {
         status.restarts.in_window += part.restarts.in_window;
@@ -416,13 +411,8 @@ fn aggregate(
         }
         status.last_ping_ms = status.last_ping_ms.or(part.last_ping_ms);
         if let Some(child) = &part.child {
-            status.processes.push(ProcessStatus {
-                pid: child.pid,
-                generation: child.generation,
-                state: part.state,
-                uptime_secs: child.uptime_secs,
-                client: (cfg.sharing.share == Share::PerClient).then_some(client),
-            });
+            let client = (cfg.sharing.share == Share::PerClient).then_some(client);
+            status.processes.push(ProcessStatus::of(child, part.state, client));
         }
     }
     status
