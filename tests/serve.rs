@@ -57,6 +57,56 @@ fn each_client_of_a_per_client_server_gets_its_own_process_and_survives_the_othe
 }
 
 #[test]
+fn the_restart_limit_is_the_servers_and_holds_across_a_restart_of_the_daemon() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let env = [("XDG_STATE_HOME", state.path().to_str().expect("utf-8"))];
+    let config = server_table("flaky", "max-restarts = 2\nrestart-window = \"1h\"\n");
+    let mut daemon = Daemon::start_with_env(&config, &["flaky"], &env);
+    let mut a = daemon.connect("flaky");
+    let mut b = daemon.connect("flaky");
+    a.initialize();
+    b.initialize();
+    // One crash each: two restarts of the server, its whole allowance.
+    for client in [&mut a, &mut b] {
+        let e = client.request(2, "crash", json!({"code": 3}));
+        assert_eq!(e["error"]["data"]["reason"], json!("server_crashed"), "{e}");
+        pid_of(&client.request(3, "echo", json!({})));
+    }
+    let status = daemon.status("flaky");
+    assert_eq!(status["restarts"]["in_window"], json!(2), "{status}");
+    // A third crash, in either process, finds the limit reached.
+    a.request(4, "crash", json!({"code": 3}));
+    let e = a.request(5, "echo", json!({}));
+    assert_eq!(e["error"]["data"]["reason"], json!("restart_limit"), "{e}");
+    a.close_stdin();
+    b.close_stdin();
+    // The server's history outlives its clients in status ...
+    let status = daemon.wait_status("flaky", "no clients", |s| s["clients"] == json!(0));
+    assert_eq!(status["restarts"]["in_window"], json!(2), "{status}");
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+    assert!(state.path().join("mcpvisor/flaky.restarts").exists(), "the history is kept on disk");
+
+    // ... and the daemon: the next one starts with the limit already reached.
+    let daemon = Daemon::start_with_env(&config, &["flaky"], &env);
+    let status = daemon.status("flaky");
+    assert_eq!(status["restarts"]["in_window"], json!(2), "{status}");
+    let mut c = daemon.connect("flaky");
+    c.initialize();
+    pid_of(&c.request(1, "echo", json!({})));
+    c.request(2, "crash", json!({"code": 3}));
+    let e = c.request(3, "echo", json!({}));
+    assert_eq!(e["error"]["data"]["reason"], json!("restart_limit"), "{e}");
+    // An operator's restart gives the server its allowance back, on disk too.
+    assert!(daemon.ctl(&["restart", "flaky"]).status.success());
+    pid_of(&c.request(4, "echo", json!({})));
+    assert_eq!(daemon.status("flaky")["restarts"]["in_window"], json!(0));
+    wait_for("the cleared history on disk", TIMEOUT, || {
+        std::fs::read_to_string(state.path().join("mcpvisor/flaky.restarts")).ok().filter(|t| t.is_empty())
+    });
+}
+
+#[test]
 fn clients_beyond_max_clients_get_an_error_that_says_so() {
     let daemon = Daemon::start(&server_table("one", "max-clients = 1"), &["one"]);
     let mut first = daemon.connect("one");

@@ -46,7 +46,7 @@ pub fn run(args: RunArgs) -> u8 {
             None => discovery::default_name(&config.spec.program, &config.spec.args),
         };
         let window = config.policy.window;
-        let services = Services { scope: reaper.scope(), tail: Default::default() };
+        let services = Services::alone(reaper.scope());
         let (mut instance, handle) = match Instance::start(config, wanted.clone(), port, services) {
             Ok(started) => started,
             Err(crate::instance::StartFailed { error: e, .. }) => {

@@ -12,7 +12,7 @@ use clap::{Args, Parser};
 use super::serve_file::ServeFile;
 use super::server::{LogOptions, ServerOptions};
 use super::{Cli, Command};
-use crate::config::serve::{DaemonConfig, ServerConfig, Share, Sharing, StartMode};
+use crate::config::serve::{DaemonConfig, ServerConfig, Share, Sharing, SocketGroup, StartMode};
 use crate::config::units::parse_duration;
 
 /// How long a lazy shared server stays up without clients, unless `idle-timeout` says otherwise.
@@ -60,6 +60,22 @@ pub struct DaemonOptions {
     /// How many servers may be starting at once.
     #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_starting: u32,
+
+    /// Where each server's restart history is kept, so that the restart limit holds across
+    /// restarts of the daemon (default: $STATE_DIRECTORY under systemd, else
+    /// $XDG_STATE_HOME/mcpvisor or ~/.local/state/mcpvisor).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Write the daemon's log to DIR/mcpvisor.log and each server's to DIR/NAME.log, rotated by
+    /// --log-max-size and --log-max-files (default: stderr, or the journal under systemd).
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+
+    /// Also admit members of this group to the daemon's sockets (a system-wide daemon); by
+    /// default only the daemon's own user (and root) may connect.
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +120,21 @@ impl SharingOptions {
     }
 }
 
+/// Where restart histories go when `state-dir` is not given: systemd's `StateDirectory=`, else
+/// the XDG state directory (`None`: nowhere to keep them; they then live as long as the daemon).
+fn default_state_dir() -> Option<PathBuf> {
+    let env = |key| std::env::var_os(key).filter(|v| !v.is_empty());
+    if let Some(dirs) = env("STATE_DIRECTORY") {
+        // systemd lists one directory per StateDirectory= entry, separated by colons.
+        let first = dirs.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        return Some(PathBuf::from(first));
+    }
+    env("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".local/state")))
+        .map(|base| base.join("mcpvisor"))
+}
+
 impl ServeArgs {
     fn server_config(&self, name: String, fingerprint: Vec<String>) -> Result<ServerConfig, String> {
         let instance = self.server.instance_config(&self.command)?;
@@ -124,7 +155,7 @@ impl ServeArgs {
             };
             let fingerprint = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
             let server = self.server_config(name, fingerprint)?;
-            return Ok((self.daemon(vec![server]), self.reparse(argv, &[], &[])?));
+            return Ok((self.daemon(vec![server])?, self.reparse(argv, &[], &[])?));
         };
         if !self.command.is_empty() {
             return Err("give either --config FILE or a server command after `--`, not both".into());
@@ -148,16 +179,27 @@ impl ServeArgs {
                 args.server_config(entry.name.clone(), fingerprint).map_err(|e| format!("{}: {e}", entry.at))?;
             servers.push(server);
         }
-        Ok((top.daemon(servers), top))
+        Ok((top.daemon(servers)?, top))
     }
 
-    fn daemon(&self, servers: Vec<ServerConfig>) -> DaemonConfig {
-        DaemonConfig {
+    fn daemon(&self, servers: Vec<ServerConfig>) -> Result<DaemonConfig, String> {
+        let socket_group = match &self.daemon.socket_group {
+            None => None,
+            Some(name) => match nix::unistd::Group::from_name(name) {
+                Ok(Some(group)) => Some(SocketGroup { name: name.clone(), gid: group.gid.as_raw() }),
+                Ok(None) => return Err(format!("socket-group `{name}`: no such group; create it or drop the option")),
+                Err(e) => return Err(format!("socket-group `{name}`: cannot look it up: {e}")),
+            },
+        };
+        Ok(DaemonConfig {
             socket_dir: self.daemon.runtime_dir.clone(),
             metrics_addr: self.daemon.metrics_addr,
             max_starting: self.daemon.max_starting as usize,
+            state_dir: self.daemon.state_dir.clone().or_else(default_state_dir),
+            log_dir: self.daemon.log_dir.clone(),
+            socket_group,
             servers,
-        }
+        })
     }
 
     /// `serve`'s arguments with `flags` in front of the command line's and `command` after `--`.

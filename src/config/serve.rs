@@ -64,5 +64,18 @@ pub struct DaemonConfig {
     pub metrics_addr: Option<SocketAddr>,
     /// How many servers may be starting at once.
     pub max_starting: usize,
+    /// Where restart histories are kept (`None`: in memory only).
+    pub state_dir: Option<PathBuf>,
+    /// Where the daemon's and each server's log files go (`None`: one log, as `--log-file` says).
+    pub log_dir: Option<PathBuf>,
+    /// A group admitted to the sockets besides the daemon's user.
+    pub socket_group: Option<SocketGroup>,
     pub servers: Vec<ServerConfig>,
+}
+
+/// A group admitted to the daemon's sockets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SocketGroup {
+    pub name: String,
+    pub gid: u32,
 }

@@ -17,11 +17,13 @@
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
 
 use nix::unistd::Uid;
+
+use super::access::Access;
 
 /// Launchers whose first operand names the real server.
 const LAUNCHERS: &[&str] =
@@ -66,10 +68,26 @@ pub fn sanitize(name: &str) -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DirError {
-    #[error("{0} is not a directory owned by this user with mode 0700 (refusing to use it)")]
+    #[error("{0} is not a directory owned by this user and closed to others (mode 0700, or 0750 with a socket group); refusing to use it")]
     Unsafe(PathBuf),
     #[error("cannot create {0}: {1}")]
     Create(PathBuf, io::Error),
+}
+
+/// The socket directory of the system-wide daemon (`RuntimeDirectory=mcpvisor` of the system
+/// unit): looked in by every user's commands, never used by `run`.
+pub const SYSTEM_DIR: &str = "/run/mcpvisor";
+
+/// Where commands look for sockets: the candidate directories, then the system daemon's.
+fn lookup_dirs() -> Vec<PathBuf> {
+    let mut dirs = candidate_dirs();
+    if std::env::var_os("MCPVISOR_RUNTIME_DIR").filter(|d| !d.is_empty()).is_none() {
+        let system = PathBuf::from(SYSTEM_DIR);
+        if !dirs.contains(&system) {
+            dirs.push(system);
+        }
+    }
+    dirs
 }
 
 /// Candidate socket directories, most preferred first (the first existing or creatable one is
@@ -107,7 +125,14 @@ fn owned_private_dir(path: &Path) -> bool {
 
 /// Makes sure `dir` exists, belongs to us, is not a symlink and is private (0700).
 pub fn ensure_private_dir(dir: &Path) -> Result<(), DirError> {
+    ensure_dir(dir, Access::PRIVATE)
+}
+
+/// Makes sure `dir` exists, belongs to us, is not a symlink, and is closed as `access` says.
+pub fn ensure_dir(dir: &Path, access: Access) -> Result<(), DirError> {
     match fs::symlink_metadata(dir) {
+        // An existing one is taken as it is, or refused: something else may have been open to
+        // others meanwhile.
         Ok(_) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::DirBuilder::new()
@@ -116,12 +141,11 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), DirError> {
                 .create(dir)
                 .map_err(|e| DirError::Create(dir.to_owned(), e))?;
             // The mode given to mkdir is masked by the umask.
-            fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-                .map_err(|e| DirError::Create(dir.to_owned(), e))?;
+            access.secure_dir(dir).map_err(|e| DirError::Create(dir.to_owned(), e))?;
         }
         Err(e) => return Err(DirError::Create(dir.to_owned(), e)),
     }
-    if owned_private_dir(dir) {
+    if access.dir_is_safe(dir) {
         Ok(())
     } else {
         Err(DirError::Unsafe(dir.to_owned()))
@@ -177,7 +201,7 @@ pub fn claim(dir: &Path, name: &str) -> io::Result<(String, PathBuf)> {
 /// Sockets of instances that answer, across all candidate directories, sorted by name.
 pub fn live_instances() -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    for dir in candidate_dirs() {
+    for dir in lookup_dirs() {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -200,7 +224,7 @@ pub fn live_instances() -> Vec<(String, PathBuf)> {
 /// server, starts a process), so the caller connects for real and moves on if it is refused.
 pub fn endpoints(name: &str) -> Vec<PathBuf> {
     use std::os::unix::fs::FileTypeExt;
-    candidate_dirs()
+    lookup_dirs()
         .into_iter()
         .map(|d| d.join(format!("{name}.mcp")))
         .filter(|p| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_socket()))
@@ -210,7 +234,7 @@ pub fn endpoints(name: &str) -> Vec<PathBuf> {
 /// The control sockets of running `mcpvisor serve` daemons (`serve-PID.daemon`).
 pub fn daemon_sockets() -> Vec<PathBuf> {
     let mut out = Vec::new();
-    for dir in candidate_dirs() {
+    for dir in lookup_dirs() {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             let path = entry.path();
@@ -225,7 +249,7 @@ pub fn daemon_sockets() -> Vec<PathBuf> {
 
 /// The socket of the instance called `name`, if one answers.
 pub fn find(name: &str) -> Option<PathBuf> {
-    candidate_dirs().into_iter().map(|d| d.join(format!("{name}.sock"))).find(|p| is_live(p))
+    lookup_dirs().into_iter().map(|d| d.join(format!("{name}.sock"))).find(|p| is_live(p))
 }
 
 #[cfg(test)]
@@ -276,7 +300,7 @@ mod tests {
         assert!(matches!(ensure_private_dir(&link), Err(DirError::Unsafe(_))));
         let open = base.path().join("open");
         fs::create_dir(&open).expect("mkdir");
-        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
         assert!(ensure_private_dir(&open).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! The control socket: how `mcpvisor status` (and any other tool) talks to a running instance.
 //! [`protocol`] is the wire format, [`server`] the listening side (which hands each request to
 //! the instance through its [`InstanceHandle`](crate::instance::InstanceHandle)), [`client`]
-//! the calling side, and [`discovery`] where sockets live and how instances are named.
+//! the calling side, [`discovery`] where sockets live and how instances are named, and
+//! [`access`] who may connect.
 
+pub mod access;
 pub mod client;
 pub mod discovery;
 pub mod protocol;

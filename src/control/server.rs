@@ -1,16 +1,16 @@
-//! The listening side of the control socket. The socket is 0600 inside a 0700 directory, and a
-//! peer whose uid is neither root nor ours is refused and logged. Each connection is served by
+//! The listening side of the control socket. Who may connect is [`Access`]'s to say (by
+//! default: 0600 inside a 0700 directory, and only our own user or root). Each connection is served by
 //! its own task, which hands the request to the instance through its handle: the instance's
 //! loop answers from the state it owns.
 
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 
+use super::access::Access;
 use super::discovery;
 use super::protocol::{parse_request, Command, Request, Response, IO_TIMEOUT, MAX_REQUEST};
 use crate::instance::InstanceHandle;
@@ -37,7 +37,7 @@ pub fn open<T: ControlTarget>(
     target: T,
 ) -> (String, Option<ControlServer>) {
     match claim(wanted, explicit_path) {
-        Ok((name, path)) => bind_named(wanted, name, &path, target),
+        Ok((name, path)) => bind_named(wanted, name, &path, target, Access::PRIVATE),
         Err(e) => {
             tracing::warn!("no control socket: {e}");
             (wanted.to_owned(), None)
@@ -45,11 +45,17 @@ pub fn open<T: ControlTarget>(
     }
 }
 
-fn bind_named<T: ControlTarget>(wanted: &str, name: String, path: &Path, target: T) -> (String, Option<ControlServer>) {
+fn bind_named<T: ControlTarget>(
+    wanted: &str,
+    name: String,
+    path: &Path,
+    target: T,
+    access: Access,
+) -> (String, Option<ControlServer>) {
     if name != wanted {
         tracing::warn!("an instance named {wanted} is already running; this one is {name}");
     }
-    match ControlServer::bind(path, target) {
+    match ControlServer::bind(path, target, access) {
         Ok(server) => {
             tracing::info!(name, socket = %path.display(), "control socket ready");
             (name, Some(server))
@@ -61,10 +67,15 @@ fn bind_named<T: ControlTarget>(wanted: &str, name: String, path: &Path, target:
     }
 }
 
-/// As [`open`], in directory `dir` (a daemon's, for one of its servers).
-pub fn open_in<T: ControlTarget>(dir: &Path, wanted: &str, target: T) -> (String, Option<ControlServer>) {
+/// As [`open`], in directory `dir` (a daemon's, for one of its servers) under its `access`.
+pub fn open_in<T: ControlTarget>(
+    dir: &Path,
+    wanted: &str,
+    target: T,
+    access: Access,
+) -> (String, Option<ControlServer>) {
     match discovery::claim(dir, wanted) {
-        Ok((name, path)) => bind_named(wanted, name, &path, target),
+        Ok((name, path)) => bind_named(wanted, name, &path, target, access),
         Err(e) => {
             tracing::warn!("no control socket: {e}");
             (wanted.to_owned(), None)
@@ -105,11 +116,11 @@ impl Drop for ControlServer {
 }
 
 impl ControlServer {
-    /// Binds `path` (mode 0600) and serves it. Must run inside the runtime.
-    pub fn bind<T: ControlTarget>(path: &Path, target: T) -> io::Result<ControlServer> {
+    /// Binds `path` and serves it to the peers `access` admits. Must run inside the runtime.
+    pub fn bind<T: ControlTarget>(path: &Path, target: T, access: Access) -> io::Result<ControlServer> {
         let listener = UnixListener::bind(path)?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-        let task = tokio::spawn(accept_loop(listener, target));
+        access.secure_socket(path)?;
+        let task = tokio::spawn(accept_loop(listener, target, access));
         Ok(ControlServer { path: path.to_owned(), task })
     }
 
@@ -118,23 +129,7 @@ impl ControlServer {
     }
 }
 
-/// Whether a peer may use one of mcpvisor's sockets (`what`: "control", "client"): root, or
-/// the user mcpvisor runs as. A stranger is logged.
-pub fn peer_allowed(stream: &UnixStream, what: &str) -> bool {
-    match stream.peer_cred() {
-        Ok(cred) if cred.uid() == nix::unistd::getuid().as_raw() || cred.uid() == 0 => true,
-        Ok(cred) => {
-            tracing::warn!(uid = cred.uid(), pid = ?cred.pid(), "{what} connection from another user refused");
-            false
-        }
-        Err(e) => {
-            tracing::warn!("{what} connection refused: cannot read its credentials: {e}");
-            false
-        }
-    }
-}
-
-async fn accept_loop<T: ControlTarget>(listener: UnixListener, target: T) {
+async fn accept_loop<T: ControlTarget>(listener: UnixListener, target: T, access: Access) {
     loop {
         let stream = match listener.accept().await {
             Ok((s, _)) => s,
@@ -144,7 +139,7 @@ async fn accept_loop<T: ControlTarget>(listener: UnixListener, target: T) {
                 continue;
             }
         };
-        if !peer_allowed(&stream, "control") {
+        if !access.admits(&stream, "control") {
             continue;
         }
         tokio::spawn(serve(stream, target.clone()));

@@ -32,6 +32,7 @@ use tokio::time::{sleep_until, Sleep};
 
 use crate::config::InstanceConfig;
 use crate::io::Outbox;
+use crate::lifecycle::history::RestartHistory;
 use crate::lifecycle::liveness::Liveness;
 use crate::lifecycle::Lifecycle;
 use crate::observe::metrics::Metrics;
@@ -58,6 +59,15 @@ pub struct Services {
     pub scope: Scope,
     /// Where its servers' stderr lines are kept (shared by the instances of one daemon server).
     pub tail: SharedTail,
+    /// The restarts counted against the limit (shared likewise).
+    pub history: RestartHistory,
+}
+
+impl Services {
+    /// Services of their own for a lone instance in `scope`.
+    pub fn alone(scope: Scope) -> Services {
+        Services { scope, tail: SharedTail::default(), history: RestartHistory::default() }
+    }
 }
 
 /// The few facts about an instance that its host reports on its behalf (systemd's STATUS line).
@@ -161,7 +171,7 @@ impl<I: ClientInput> Instance<I> {
         let mut instance = Instance {
             name,
             client: ClientSide { input: port.input, output: port.output, writer: port.writer, eof: false, gone: false },
-            life: Lifecycle::new(cfg.policy.clone(), cfg.on_failure, cfg.drain_timeout),
+            life: Lifecycle::new(cfg.policy.clone(), services.history, cfg.on_failure, cfg.drain_timeout),
             child_in: None,
             child_out: None,
             exits_tx,

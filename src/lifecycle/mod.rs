@@ -16,6 +16,7 @@
 //!                                       Failed ── slot frees / restart ──▶ Up
 //! ```
 
+pub mod history;
 pub mod liveness;
 pub mod policy;
 pub mod state;
@@ -109,8 +110,14 @@ pub struct Lifecycle<C> {
 }
 
 impl<C: ChildControl> Lifecycle<C> {
-    pub fn new(policy: PolicyConfig, on_failure: OnFailure, drain_timeout: Duration) -> Lifecycle<C> {
-        Self::with_policy(RestartPolicy::new(policy), on_failure, drain_timeout)
+    /// A lifecycle counting its restarts in `history` (the server's, shared by its processes).
+    pub fn new(
+        policy: PolicyConfig,
+        history: history::RestartHistory,
+        on_failure: OnFailure,
+        drain_timeout: Duration,
+    ) -> Lifecycle<C> {
+        Self::with_policy(RestartPolicy::new(policy, history), on_failure, drain_timeout)
     }
 
     /// A lifecycle with a given policy (a seeded one, in tests).

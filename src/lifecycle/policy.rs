@@ -8,9 +8,9 @@
 //!   restart is allowed (half-open). If that child crashes too, the window is full again and the
 //!   circuit reopens until the next slot frees; if it stays up, restarts flow normally again.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use super::history::RestartHistory;
 pub use crate::config::PolicyConfig;
 
 /// What to do after a child ended.
@@ -25,31 +25,32 @@ pub enum Decision {
 #[derive(Debug)]
 pub struct RestartPolicy {
     config: PolicyConfig,
-    /// Start times of restarts still inside the window, oldest first.
-    restarts: VecDeque<Instant>,
+    /// Restarts counted against the window: the server's, shared by all its processes.
+    restarts: RestartHistory,
     /// Consecutive short-lived children.
     streak: u32,
     rng: fastrand::Rng,
 }
 
 impl RestartPolicy {
-    pub fn new(config: PolicyConfig) -> Self {
-        Self::with_rng(config, fastrand::Rng::new())
+    /// A policy counting restarts in `history` (shared with the server's other processes).
+    pub fn new(config: PolicyConfig, history: RestartHistory) -> Self {
+        RestartPolicy { config, restarts: history, streak: 0, rng: fastrand::Rng::new() }
     }
 
-    /// A policy with a seeded jitter source (for tests).
+    /// A policy with its own history and a seeded jitter source (for tests).
     pub fn with_rng(config: PolicyConfig, rng: fastrand::Rng) -> Self {
-        RestartPolicy { config, restarts: VecDeque::new(), streak: 0, rng }
+        RestartPolicy { config, restarts: RestartHistory::default(), streak: 0, rng }
     }
 
     /// Decides what follows a child that ran for `uptime` and ended at `now`.
     pub fn on_exit(&mut self, now: Instant, uptime: Duration) -> Decision {
-        self.expire(now);
         if uptime >= self.config.stable_after {
             self.streak = 0;
         }
-        if self.restarts.len() >= self.config.max_restarts as usize {
-            let until = self.restarts.front().map_or(now, |t| *t + self.config.window);
+        let window = self.config.window;
+        if self.restarts.in_window(now, window) >= self.config.max_restarts as usize {
+            let until = self.restarts.oldest(now, window).map_or(now, |t| t + window);
             return Decision::Failed { until };
         }
         let delay = self.backoff();
@@ -59,20 +60,18 @@ impl RestartPolicy {
 
     /// Records that a restart happens now (counted against the window).
     pub fn record_restart(&mut self, now: Instant) {
-        self.expire(now);
-        self.restarts.push_back(now);
+        self.restarts.record(now, self.config.window);
     }
 
     /// Restarts inside the window as of `now`.
     pub fn restarts_in_window(&mut self, now: Instant) -> usize {
-        self.expire(now);
-        self.restarts.len()
+        self.restarts.in_window(now, self.config.window)
     }
 
     /// How long until the oldest restart in the window leaves it.
     pub fn oldest_leaves(&mut self, now: Instant) -> Option<Duration> {
-        self.expire(now);
-        self.restarts.front().map(|t| (*t + self.config.window).saturating_duration_since(now))
+        let window = self.config.window;
+        self.restarts.oldest(now, window).map(|t| (t + window).saturating_duration_since(now))
     }
 
     /// Forgets the history, as after an operator's explicit restart.
@@ -88,16 +87,6 @@ impl RestartPolicy {
 
     pub fn config(&self) -> &PolicyConfig {
         &self.config
-    }
-
-    fn expire(&mut self, now: Instant) {
-        while let Some(&oldest) = self.restarts.front() {
-            if now.saturating_duration_since(oldest) >= self.config.window {
-                self.restarts.pop_front();
-            } else {
-                break;
-            }
-        }
     }
 
     /// `initial * 2^streak`, capped, then jittered into [base/2, base] so that many supervisors
@@ -213,6 +202,19 @@ mod tests {
             fastrand::Rng::with_seed(1),
         );
         assert_eq!(p.on_exit(Instant::now(), Duration::ZERO), Decision::RestartAfter(Duration::ZERO));
+    }
+
+    #[test]
+    fn processes_sharing_a_history_share_the_limit() {
+        let history = RestartHistory::default();
+        let mut a = RestartPolicy::new(config(), history.clone());
+        let mut b = RestartPolicy::new(config(), history);
+        let start = Instant::now();
+        let (now, _) = crash_loop(&mut a, start, 6);
+        let (now, decisions) = crash_loop(&mut b, now, 5);
+        assert!(matches!(decisions[4], Decision::Failed { .. }), "{decisions:?}");
+        assert!(matches!(a.on_exit(now, Duration::ZERO), Decision::Failed { .. }));
+        assert_eq!(a.restarts_in_window(now), 10);
     }
 
     #[test]

@@ -59,6 +59,8 @@ impl Daemon {
         if with_config {
             cmd.arg(&config_path);
         }
+        // Restart histories stay in the test's directory unless the test says otherwise.
+        cmd.env_remove("STATE_DIRECTORY").env("XDG_STATE_HOME", dir.path().join("state"));
         cmd.envs(env.iter().copied());
         cmd.env("MCPVISOR_RUNTIME_DIR", &runtime_dir)
             .stdin(Stdio::null())

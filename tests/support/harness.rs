@@ -80,7 +80,7 @@ impl Harness {
     /// Starts an instance named `name`. Must be called inside [`run`].
     pub fn start(name: &str, cfg: InstanceConfig) -> Harness {
         let (port, client) = memory::pair(cfg.max_message_size);
-        let services = Services { scope: host().reaper.scope(), tail: Default::default() };
+        let services = Services::alone(host().reaper.scope());
         let Ok((mut instance, handle)) = Instance::start(cfg, name.to_owned(), port, services) else {
             panic!("the server does not start")
         };

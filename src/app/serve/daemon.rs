@@ -8,40 +8,30 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use clap::Parser;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
-use super::server::{Server, ServerHandle};
+use super::server::{Common, Server, ServerHandle};
 use crate::cli::{Cli, Command};
 use crate::config::serve::ServerConfig;
 use crate::control::protocol::{Command as ControlCommand, Response};
 use crate::control::server::ControlTarget;
 use crate::observe::status::{State, Status};
-use crate::process::Reaper;
 
 pub struct Daemon {
     servers: BTreeMap<String, Server>,
     /// Servers a reload removed, until their processes have stopped.
     retiring: Vec<Server>,
-    dir: PathBuf,
-    reaper: Reaper,
-    starting: Arc<Semaphore>,
+    common: Common,
     /// The command line, read again on reload.
     argv: Vec<OsString>,
 }
 
 impl Daemon {
-    pub fn start(
-        configs: Vec<ServerConfig>,
-        dir: PathBuf,
-        reaper: Reaper,
-        starting: Arc<Semaphore>,
-        argv: Vec<OsString>,
-    ) -> Result<Daemon, String> {
-        let mut daemon = Daemon { servers: BTreeMap::new(), retiring: Vec::new(), dir, reaper, starting, argv };
+    pub fn start(configs: Vec<ServerConfig>, common: Common, argv: Vec<OsString>) -> Result<Daemon, String> {
+        let mut daemon = Daemon { servers: BTreeMap::new(), retiring: Vec::new(), common, argv };
         for cfg in configs {
             daemon.add(cfg)?;
         }
@@ -50,8 +40,7 @@ impl Daemon {
 
     fn add(&mut self, cfg: ServerConfig) -> Result<(), String> {
         let name = cfg.name.clone();
-        let server = Server::start(cfg, &self.dir, self.reaper.clone(), self.starting.clone())
-            .map_err(|e| format!("cannot serve `{name}`: {e}"))?;
+        let server = Server::start(cfg, &self.common).map_err(|e| format!("cannot serve `{name}`: {e}"))?;
         self.servers.insert(name, server);
         Ok(())
     }

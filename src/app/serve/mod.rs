@@ -12,6 +12,7 @@
 mod daemon;
 pub mod server;
 mod shared;
+mod state;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -22,11 +23,14 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use super::signals::{self, SignalEvent, Signals};
 use crate::cli::ServeArgs;
 use crate::config::serve::DaemonConfig;
+use crate::control::access::Access;
 use crate::control::discovery;
 use crate::control::server::ControlServer;
 use crate::exit;
 use crate::process::Reaper;
 use daemon::{Daemon, DaemonTarget};
+use server::Common;
+use state::StateDir;
 
 /// The extension of a daemon's own control socket.
 pub const DAEMON_EXTENSION: &str = "daemon";
@@ -58,12 +62,26 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     if let Err(e) = signals::install_last_resort(reaper.clone()) {
         tracing::warn!("no last resort for a second SIGTERM: {e}");
     }
-    let dir = match socket_dir(&config) {
+    let access = Access { group: config.socket_group.as_ref().map(|g| g.gid) };
+    let dir = match socket_dir(&config, access) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
-    let starting = Arc::new(Semaphore::new(config.max_starting));
-    let mut daemon = match Daemon::start(config.servers, dir.clone(), reaper.clone(), starting, argv) {
+    let state = config.state_dir.as_deref().and_then(|path| match StateDir::open(path) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            tracing::warn!(dir = %path.display(), "no state directory; restart limits start afresh when the daemon restarts: {e}");
+            None
+        }
+    });
+    let common = Common {
+        dir: dir.clone(),
+        access,
+        reaper: reaper.clone(),
+        starting: Arc::new(Semaphore::new(config.max_starting)),
+        state,
+    };
+    let mut daemon = match Daemon::start(config.servers, common, argv) {
         Ok(d) => d,
         Err(e) => return fail(e),
     };
@@ -80,7 +98,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
         None => None,
     };
     let socket = dir.join(format!("serve-{}.{DAEMON_EXTENSION}", std::process::id()));
-    let _control = match ControlServer::bind(&socket, target.clone()) {
+    let _control = match ControlServer::bind(&socket, target.clone(), access) {
         Ok(control) => Some(control),
         Err(e) => {
             tracing::warn!(socket = %socket.display(), "no daemon control socket (`mcpvisor reload` will not reach it): {e}");
@@ -158,14 +176,20 @@ async fn reload(
     result
 }
 
-/// Where the daemon's sockets go: `--runtime-dir`, or the usual per-user directory.
-fn socket_dir(config: &DaemonConfig) -> Result<PathBuf, String> {
+/// Where the daemon's sockets go: `--runtime-dir`, or the usual per-user directory (under
+/// systemd, its `RuntimeDirectory=`).
+fn socket_dir(config: &DaemonConfig, access: Access) -> Result<PathBuf, String> {
     match &config.socket_dir {
         Some(dir) => {
-            discovery::ensure_private_dir(dir).map_err(|e| e.to_string())?;
+            discovery::ensure_dir(dir, access).map_err(|e| e.to_string())?;
             Ok(dir.clone())
         }
-        None => discovery::socket_dir().map_err(|e| e.to_string()),
+        None if access == Access::PRIVATE => discovery::socket_dir().map_err(|e| e.to_string()),
+        None => {
+            let dir = discovery::candidate_dirs().into_iter().next().unwrap_or_else(|| discovery::SYSTEM_DIR.into());
+            discovery::ensure_dir(&dir, access).map_err(|e| e.to_string())?;
+            Ok(dir)
+        }
     }
 }
 

@@ -8,10 +8,9 @@
 
 use std::collections::BTreeMap;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -19,12 +18,15 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::shared::HubHandle;
+use super::state::StateDir;
 use crate::config::serve::{ServerConfig, Share};
+use crate::control::access::Access;
 use crate::control::discovery;
 use crate::control::protocol::{Command as ControlCommand, Response};
-use crate::control::server::{peer_allowed, ControlServer, ControlTarget};
+use crate::control::server::{ControlServer, ControlTarget};
 use crate::instance::{Command, Instance, InstanceHandle, Reply, Services, StartFailed};
 use crate::io::Outbox;
+use crate::lifecycle::history::RestartHistory;
 use crate::observe::metrics::{self, Metrics};
 use crate::observe::status::{ProcessStatus, Restarts, State, Status};
 use crate::port::{refuse, ClientInput, ClientPort};
@@ -39,6 +41,19 @@ const REFUSAL_WAIT: Duration = Duration::from_secs(5);
 /// A process counts as starting (against `max-starting`) for at most this long.
 const STARTING_AT_MOST: Duration = Duration::from_secs(2);
 
+/// What the daemon gives each of its servers.
+#[derive(Clone)]
+pub struct Common {
+    /// The socket directory.
+    pub dir: PathBuf,
+    pub access: Access,
+    pub reaper: Reaper,
+    /// Permits of `max-starting`.
+    pub starting: Arc<Semaphore>,
+    /// Where restart histories are kept (`None`: in memory only).
+    pub state: Option<StateDir>,
+}
+
 /// A running server of the daemon. Dropping it closes its sockets; its processes are stopped
 /// with [`Server::shutdown`].
 pub struct Server {
@@ -46,6 +61,8 @@ pub struct Server {
     accept: JoinHandle<()>,
     control: Option<ControlServer>,
     endpoint: PathBuf,
+    /// Writes the restart history down as it changes.
+    keeper: Option<JoinHandle<()>>,
 }
 
 /// What the accept loop, the sessions, the hub and the control socket share.
@@ -55,7 +72,10 @@ pub(super) struct Shared {
     config: Mutex<Arc<ServerConfig>>,
     pub(super) reaper: Reaper,
     pub(super) tail: SharedTail,
+    /// Restarts counted against the server's limit, by all its processes together.
+    history: RestartHistory,
     pub(super) starting: Arc<Semaphore>,
+    access: Access,
     live: Mutex<Live>,
     /// A session ended.
     pub(super) ended: Notify,
@@ -90,6 +110,12 @@ impl Shared {
         self.config.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// What each of the server's instances is given: they share the stderr tail and the restart
+    /// history.
+    pub(super) fn services(&self) -> Services {
+        Services { scope: self.reaper.scope(), tail: self.tail.clone(), history: self.history.clone() }
+    }
+
     fn handles(&self) -> Vec<(u64, InstanceHandle)> {
         self.live().sessions.iter().map(|(c, h)| (*c, h.clone())).collect()
     }
@@ -98,8 +124,8 @@ impl Shared {
 impl Server {
     /// Opens the server's endpoint and control socket in `dir`. Nothing starts until a client
     /// connects.
-    pub fn start(cfg: ServerConfig, dir: &Path, reaper: Reaper, starting: Arc<Semaphore>) -> io::Result<Server> {
-        let endpoint = dir.join(format!("{}.{ENDPOINT_EXTENSION}", cfg.name));
+    pub fn start(cfg: ServerConfig, common: &Common) -> io::Result<Server> {
+        let endpoint = common.dir.join(format!("{}.{ENDPOINT_EXTENSION}", cfg.name));
         if discovery::is_live(&endpoint) {
             return Err(io::Error::other(format!(
                 "another daemon already serves `{}` at {}",
@@ -109,22 +135,27 @@ impl Server {
         }
         let _ = std::fs::remove_file(&endpoint);
         let listener = UnixListener::bind(&endpoint)?;
-        std::fs::set_permissions(&endpoint, std::fs::Permissions::from_mode(0o600))?;
+        common.access.secure_socket(&endpoint)?;
         let name = cfg.name.clone();
+        let history = common.state.as_ref().map(|s| s.load(&name)).unwrap_or_default();
+        let keeper = common.state.as_ref().map(|s| s.keep(&name, history.clone()));
         let shared = Arc::new_cyclic(|me| Shared {
             hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone())),
             name: name.clone(),
             config: Mutex::new(Arc::new(cfg)),
-            reaper,
+            reaper: common.reaper.clone(),
             tail: SharedTail::default(),
-            starting,
+            history,
+            starting: common.starting.clone(),
+            access: common.access,
             live: Mutex::new(Live::default()),
             ended: Notify::new(),
         });
-        let (_, control) = crate::control::server::open_in(dir, &name, ServerHandle(shared.clone()));
+        let (_, control) =
+            crate::control::server::open_in(&common.dir, &name, ServerHandle(shared.clone()), common.access);
         let accept = tokio::spawn(accept_loop(shared.clone(), listener));
         tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
-        Ok(Server { shared, accept, control, endpoint })
+        Ok(Server { shared, accept, control, endpoint, keeper })
     }
 
     /// The server's settings as they are now.
@@ -189,6 +220,9 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
+        if let Some(keeper) = &self.keeper {
+            keeper.abort();
+        }
         let _ = std::fs::remove_file(&self.endpoint);
     }
 }
@@ -203,7 +237,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
                 continue;
             }
         };
-        if !peer_allowed(&stream, "client") {
+        if !shared.access.admits(&stream, "client") {
             continue;
         }
         let refusal = {
@@ -253,8 +287,7 @@ pub(super) fn socket_port(
 pub(super) async fn session<I: ClientInput>(shared: Arc<Shared>, client: u64, port: ClientPort<I>) {
     tracing::info!("client connected");
     let permit = shared.starting.clone().acquire_owned().await.ok();
-    let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
-    match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, services) {
+    match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, shared.services()) {
         Err(StartFailed { error, port }) => {
             tracing::error!("cannot start the server: {error}");
             drop(permit);
@@ -358,7 +391,13 @@ impl ServerHandle {
             let live = shared.live();
             (live.clients, live.past.clone())
         };
-        aggregate(&shared.cfg(), clients, &past, parts, &shared.tail)
+        let mut status = aggregate(&shared.cfg(), clients, &past, parts, &shared.tail);
+        // The window is the server's, whatever processes it has now (or none).
+        let (now, window) = (Instant::now(), shared.cfg().instance.policy.window);
+        status.restarts.in_window = shared.history.in_window(now, window);
+        status.restarts.oldest_leaves_in_secs =
+            shared.history.oldest(now, window).map(|t| (t + window).saturating_duration_since(now).as_secs_f64());
+        status
     }
 }
 
@@ -390,13 +429,7 @@ fn aggregate(
         ..Status::for_server(&cfg.name, &cfg.instance.spec)
     };
     for (client, part) in parts {
-        status.restarts.in_window += part.restarts.in_window;
         status.restarts.total += part.restarts.total;
-        status.restarts.oldest_leaves_in_secs =
-            match (status.restarts.oldest_leaves_in_secs, part.restarts.oldest_leaves_in_secs) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
         status.in_flight += part.in_flight;
         status.queued += part.queued;
         status.messages_to_server += part.messages_to_server;

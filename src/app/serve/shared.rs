@@ -17,7 +17,7 @@ use tracing::Instrument;
 
 use super::server::{run_instance, session, Shared};
 use crate::config::serve::StartMode;
-use crate::instance::{Command, Instance, InstanceHandle, Services, StartFailed};
+use crate::instance::{Command, Instance, InstanceHandle, StartFailed};
 use crate::io::{Inbox, Outbox};
 use crate::port::{memory, ClientInput, ClientPort, Prepended};
 use crate::protocol::errors::OwnError;
@@ -257,7 +257,7 @@ impl Hub {
         let shared = &self.shared;
         let permit = shared.starting.clone().acquire_owned().await.ok();
         let (port, client) = memory::pair(shared.cfg().instance.max_message_size);
-        let services = Services { scope: shared.reaper.scope(), tail: shared.tail.clone() };
+        let services = shared.services();
         match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, services) {
             Err(StartFailed { error, .. }) => tracing::error!("cannot start the shared server: {error}"),
             Ok((instance, handle)) => {
