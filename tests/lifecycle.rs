@@ -3,6 +3,7 @@
 
 mod support;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -255,6 +256,21 @@ fn a_client_that_stops_reading_is_gone_and_everything_stops() {
     assert!(text.contains("client stopped reading"), "{text}");
     let pid = pids_in_log(&text)[0];
     wait_for("server stopped", TIMEOUT, || group_members(pid).is_empty().then_some(()));
+}
+
+#[test]
+fn the_log_file_rotates_by_size_and_keeps_log_max_files() {
+    let mut v =
+        Visor::test_server(Vec::<String>::new()).args(["--log-max-size", "2KiB", "--log-max-files", "3"]).spawn();
+    v.initialize();
+    v.request(1, "stderr", json!({"lines": 200}));
+    v.wait_log("log line 199");
+    let rotated = |n: u32| PathBuf::from(format!("{}.{n}", v.log_path.display()));
+    assert!(rotated(2).exists() && !rotated(3).exists(), "the log and two rotated files are kept");
+    for path in [v.log_path.clone(), rotated(1), rotated(2)] {
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(size > 0 && size <= 2048, "{}: {size} bytes", path.display());
+    }
 }
 
 #[test]

@@ -107,6 +107,34 @@ fn the_restart_limit_is_the_servers_and_holds_across_a_restart_of_the_daemon() {
 }
 
 #[test]
+fn with_a_log_dir_each_server_logs_to_a_file_of_its_own_rotated_by_size() {
+    let config =
+        format!("log-max-size = \"4KiB\"\nlog-max-files = 2\n{}{}", server_table("a", ""), server_table("b", ""));
+    let daemon = Daemon::start_with_log_dir(&config, &["a", "b"]);
+    let logs = daemon.dir.path().join("logs");
+    let mut a = daemon.connect("a");
+    let mut b = daemon.connect("b");
+    a.initialize();
+    b.initialize();
+    a.request(1, "stderr", json!({"lines": 300}));
+    b.request(1, "stray", json!({"text": "only-in-b"}));
+    let read = |name: &str| std::fs::read_to_string(logs.join(name)).unwrap_or_default();
+    wait_for("b's stray line in b.log", TIMEOUT, || read("b.log").contains("only-in-b").then_some(()));
+    wait_for("a's last stderr line in a.log", TIMEOUT, || read("a.log").contains("log line 299").then_some(()));
+    // a's 300 lines (about 30 KiB) went through many 4 KiB files, of which two are kept.
+    assert!(!logs.join("a.log.2").exists(), "only log-max-files files are kept");
+    for name in ["a.log", "a.log.1"] {
+        let text = read(name);
+        assert!(!text.is_empty() && text.len() <= 4096, "{name}: {} bytes", text.len());
+        assert!(!text.contains("only-in-b"), "{name} has b's line: {text}");
+    }
+    assert!(!read("b.log").contains("test-server: log line"), "b.log has a's lines");
+    let daemon_log = read("mcpvisor.log");
+    assert!(daemon_log.contains("mcpvisor serve ready"), "{daemon_log}");
+    assert!(!daemon_log.contains("test-server: log line") && !daemon_log.contains("only-in-b"), "{daemon_log}");
+}
+
+#[test]
 fn clients_beyond_max_clients_get_an_error_that_says_so() {
     let daemon = Daemon::start(&server_table("one", "max-clients = 1"), &["one"]);
     let mut first = daemon.connect("one");

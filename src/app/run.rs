@@ -21,7 +21,7 @@ pub fn run(args: RunArgs) -> u8 {
             return exit::USAGE;
         }
     };
-    let _log_guard = match super::logging::start(&args.log) {
+    let _log_guard = match super::logging::start(&args.log, None) {
         Ok(g) => g,
         Err(code) => return code,
     };

@@ -69,7 +69,7 @@ pub struct DaemonOptions {
 
     /// Write the daemon's log to DIR/mcpvisor.log and each server's to DIR/NAME.log, rotated by
     /// --log-max-size and --log-max-files (default: stderr, or the journal under systemd).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "log_file")]
     pub log_dir: Option<PathBuf>,
 
     /// Also admit members of this group to the daemon's sockets (a system-wide daemon); by

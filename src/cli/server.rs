@@ -25,6 +25,21 @@ pub struct LogOptions {
     /// Least severe log level written: error, warn, info, debug or trace.
     #[arg(long, value_name = "LEVEL", default_value = "info", value_parser = super::parse_level)]
     pub log_level: tracing::Level,
+
+    /// Rotate a log file once it would grow past SIZE (e.g. 50MiB): NAME.log becomes NAME.log.1.
+    #[arg(long, value_name = "SIZE", default_value = "50MiB", value_parser = parse_log_size)]
+    pub log_max_size: u64,
+
+    /// Log files kept per log, the current one included.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_max_files: u32,
+}
+
+fn parse_log_size(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        0 => Err("a log file needs room for at least one line; give a size like 50MiB".into()),
+        n => Ok(n as u64),
+    }
 }
 
 /// How one server is run and supervised.

@@ -36,6 +36,19 @@ impl Daemon {
         daemon
     }
 
+    /// As [`Daemon::start`], logging with `--log-dir` (its `logs` directory) instead of a file.
+    pub fn start_with_log_dir(config: &str, servers: &[&str]) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("servers.toml");
+        std::fs::write(&config_path, config).expect("write the config");
+        let logs = dir.path().join("logs").display().to_string();
+        let args = ["--log-dir".to_owned(), logs, "--config".to_owned()];
+        let mut daemon = Daemon::spawn(dir, config_path, &args, true, &[]);
+        daemon.log_path = daemon.dir.path().join("logs/mcpvisor.log");
+        daemon.wait_endpoints(servers);
+        daemon
+    }
+
     /// `mcpvisor serve [args]` (e.g. `-- COMMAND`), not waiting for anything.
     pub fn spawn_args(args: &[&str]) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -54,7 +67,10 @@ impl Daemon {
         let runtime_dir = dir.path().join("run");
         let log_path = dir.path().join("serve.log");
         let mut cmd = Command::new(mcpvisor_bin());
-        cmd.arg("serve").arg("--log-file").arg(&log_path).arg("--log-level").arg("debug");
+        cmd.arg("serve").arg("--log-level").arg("debug");
+        if !args.iter().any(|a| a == "--log-dir") {
+            cmd.arg("--log-file").arg(&log_path);
+        }
         cmd.args(args);
         if with_config {
             cmd.arg(&config_path);

@@ -43,7 +43,7 @@ pub fn run(args: ServeArgs, argv: &[OsString]) -> u8 {
             return exit::USAGE;
         }
     };
-    let _log_guard = match super::logging::start(&top.log) {
+    let _log_guard = match super::logging::start(&top.log, config.log_dir.as_deref()) {
         Ok(g) => g,
         Err(code) => return code,
     };

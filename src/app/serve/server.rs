@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use super::shared::HubHandle;
 use super::state::StateDir;
+use crate::app::logging::SERVER_SPAN;
 use crate::config::serve::{ServerConfig, Share};
 use crate::control::access::Access;
 use crate::control::discovery;
@@ -153,7 +154,8 @@ impl Server {
         });
         let (_, control) =
             crate::control::server::open_in(&common.dir, &name, ServerHandle(shared.clone()), common.access);
-        let accept = tokio::spawn(accept_loop(shared.clone(), listener));
+        let span = tracing::info_span!(SERVER_SPAN, server = %name);
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(span));
         tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
         Ok(Server { shared, accept, control, endpoint, keeper })
     }
@@ -260,7 +262,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             }
             None => {
                 let client = shared.live().next_client;
-                let span = tracing::info_span!("server", name = %shared.name(), client);
+                let span = tracing::info_span!("client", client);
                 let port = socket_port(stream, shared.cfg().instance.max_message_size);
                 match &shared.hub {
                     Some(hub) => hub.join(client, port),

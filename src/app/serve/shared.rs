@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::server::{run_instance, session, Shared};
+use crate::app::logging::SERVER_SPAN;
 use crate::config::serve::StartMode;
 use crate::instance::{Command, Instance, InstanceHandle, StartFailed};
 use crate::io::{Inbox, Outbox};
@@ -59,7 +60,7 @@ impl HubHandle {
             // The server finishes being built before the hub looks at it.
             tokio::task::yield_now().await;
             let Some(shared) = shared.upgrade() else { return };
-            let span = tracing::info_span!("server", name = %shared.name());
+            let span = tracing::info_span!(SERVER_SPAN, server = %shared.name());
             Hub { shared, mux: Mux::default(), clients: HashMap::new(), events, upstream: None, closing: false }
                 .run(rx)
                 .instrument(span)
