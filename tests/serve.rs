@@ -315,6 +315,22 @@ fn clients_of_a_shared_server_use_the_same_ids_at_once_on_one_process() {
 }
 
 #[test]
+fn a_client_of_a_shared_server_that_closes_its_input_still_gets_its_answers() {
+    let daemon = Daemon::start(&server_table("shared", "share = \"shared\""), &["shared"]);
+    let mut a = daemon.connect("shared");
+    a.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}));
+    a.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    a.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "slow", "params": {"ms": 300}}));
+    a.close_stdin();
+    assert!(a.response(&json!(1))["result"]["serverInfo"].is_object());
+    let slow = a.response(&json!(2));
+    assert_eq!(slow["result"]["slept_ms"], json!(300), "{slow}");
+    assert_eq!(a.wait_exit(TIMEOUT).code(), Some(0));
+    daemon.wait_status("shared", "the client gone", |s| s["clients"] == json!(0));
+}
+
+#[test]
 fn a_client_of_another_protocol_version_gets_a_process_of_its_own() {
     let daemon = Daemon::start(&server_table("mixed", "share = \"shared\""), &["mixed"]);
     let mut a = daemon.connect("mixed");

@@ -72,8 +72,9 @@ pub struct DaemonOptions {
     #[arg(long, value_name = "DIR", conflicts_with = "log_file")]
     pub log_dir: Option<PathBuf>,
 
-    /// Also admit members of this group to the daemon's sockets (a system-wide daemon); by
-    /// default only the daemon's own user (and root) may connect.
+    /// Also admit members of this group (a name or a gid) to the daemon's sockets: they become
+    /// 0660 in a 0750 directory of that group (a system-wide daemon). By default only the
+    /// daemon's own user (and root) may connect.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
 }
@@ -118,6 +119,19 @@ impl SharingOptions {
             max_clients: (self.max_clients > 0).then_some(self.max_clients),
         })
     }
+}
+
+/// The group `socket-group` names: a group name, or a gid (as chgrp takes it).
+fn socket_group(name: &str) -> Result<SocketGroup, String> {
+    let gid = match name.parse::<u32>() {
+        Ok(gid) => gid,
+        Err(_) => match nix::unistd::Group::from_name(name) {
+            Ok(Some(group)) => group.gid.as_raw(),
+            Ok(None) => return Err(format!("socket-group `{name}`: no such group; create it or drop the option")),
+            Err(e) => return Err(format!("socket-group `{name}`: cannot look it up: {e}")),
+        },
+    };
+    Ok(SocketGroup { name: name.to_owned(), gid })
 }
 
 /// Where restart histories go when `state-dir` is not given: systemd's `StateDirectory=`, else
@@ -183,14 +197,7 @@ impl ServeArgs {
     }
 
     fn daemon(&self, servers: Vec<ServerConfig>) -> Result<DaemonConfig, String> {
-        let socket_group = match &self.daemon.socket_group {
-            None => None,
-            Some(name) => match nix::unistd::Group::from_name(name) {
-                Ok(Some(group)) => Some(SocketGroup { name: name.clone(), gid: group.gid.as_raw() }),
-                Ok(None) => return Err(format!("socket-group `{name}`: no such group; create it or drop the option")),
-                Err(e) => return Err(format!("socket-group `{name}`: cannot look it up: {e}")),
-            },
-        };
+        let socket_group = self.daemon.socket_group.as_deref().map(socket_group).transpose()?;
         Ok(DaemonConfig {
             socket_dir: self.daemon.runtime_dir.clone(),
             metrics_addr: self.daemon.metrics_addr,

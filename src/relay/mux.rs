@@ -165,6 +165,14 @@ impl Mux {
         self.clients.len()
     }
 
+    /// Whether a client still waits for answers: its requests at the server, or its
+    /// `initialize` waiting for another client's.
+    pub fn awaiting(&self, client: ClientId) -> bool {
+        let waits_for_init =
+            matches!(&self.init, Init::Pending { waiting } if waiting.iter().any(|(c, _)| *c == client));
+        waits_for_init || self.clients.get(&client).is_some_and(|c| !c.requests.is_empty())
+    }
+
     fn issue(&mut self) -> Id {
         self.next += 1;
         Id::string(format!("mux-{}", self.next))

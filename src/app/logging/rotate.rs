@@ -4,10 +4,11 @@
 //! a log never takes more than about max-size × max-files of disk.
 //!
 //! Lines are never split between files: a line is written whole to the current file (a single
-//! line larger than max-size gets a file of its own).
+//! line larger than max-size gets a file of its own). Writes are buffered until the next
+//! `flush` (the log's writer thread flushes whenever it has nothing queued).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 /// How big a log file may grow and how many are kept.
@@ -21,7 +22,8 @@ pub struct Rotation {
 pub struct RotatingFile {
     path: PathBuf,
     rotation: Rotation,
-    file: File,
+    file: BufWriter<File>,
+    /// The file's size, buffered bytes included.
     size: u64,
 }
 
@@ -33,7 +35,7 @@ impl RotatingFile {
         }
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         let size = file.metadata()?.len();
-        Ok(RotatingFile { path: path.to_owned(), rotation, file, size })
+        Ok(RotatingFile { path: path.to_owned(), rotation, file: BufWriter::new(file), size })
     }
 
     /// `NAME.log.N` (`N` = 0: the current file).
@@ -47,6 +49,7 @@ impl RotatingFile {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        self.file.flush()?;
         let keep = self.rotation.max_files.max(1);
         // The oldest goes; each other moves up one; the current becomes .1.
         let _ = fs::remove_file(self.numbered(keep - 1));
@@ -57,7 +60,7 @@ impl RotatingFile {
             }
         }
         // With a single file kept the current one was removed above: start it afresh.
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = BufWriter::new(OpenOptions::new().create(true).append(true).open(&self.path)?);
         self.size = 0;
         Ok(())
     }
@@ -101,6 +104,7 @@ mod tests {
             f.write_all(format!("line {i} of the log\n").as_bytes()).expect("write");
             // 19 bytes
         }
+        f.flush().expect("flush");
         assert_eq!(names(&dir.path().join("logs")), ["srv.log", "srv.log.1", "srv.log.2"]);
         assert_eq!(fs::read_to_string(&path).expect("read"), "line 9 of the log\n");
         assert_eq!(fs::read_to_string(dir.path().join("logs/srv.log.2")).expect("read"), "line 7 of the log\n");
@@ -113,6 +117,7 @@ mod tests {
         fs::write(&path, "0123456789\n").expect("write");
         let mut f = RotatingFile::open(&path, Rotation { max_size: 16, max_files: 2 }).expect("open");
         f.write_all(b"abcdefghij\n").expect("write");
+        f.flush().expect("flush");
         assert_eq!(fs::read_to_string(&path).expect("read"), "abcdefghij\n");
         assert_eq!(fs::read_to_string(dir.path().join("srv.log.1")).expect("read"), "0123456789\n");
     }
@@ -125,6 +130,7 @@ mod tests {
         f.write_all(b"short\n").expect("write");
         let huge = "x".repeat(100) + "\n";
         f.write_all(huge.as_bytes()).expect("write");
+        f.flush().expect("flush");
         assert_eq!(fs::read_to_string(&path).expect("read"), huge);
         assert_eq!(names(dir.path()), ["srv.log"]);
     }

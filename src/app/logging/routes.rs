@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
@@ -117,7 +117,7 @@ pub fn start(dir: PathBuf, rotation: Rotation) -> io::Result<(RoutedWriter, Rout
     let daemon = RotatingFile::open(&dir.join(format!("{DAEMON_LOG}.log")), rotation)?;
     let (lines, queue) = sync_channel(QUEUED_LINES);
     let writer = RoutedWriter { lines, dropped: Arc::default() };
-    let files = Files { dir, rotation, daemon: BufWriter::new(daemon), servers: HashMap::new() };
+    let files = Files { dir, rotation, daemon: daemon, servers: HashMap::new() };
     let dropped = writer.dropped.clone();
     let thread = std::thread::Builder::new().name("mcpvisor-log".into()).spawn(move || files.run(queue, &dropped))?;
     Ok((writer.clone(), RoutedGuard { writer: Some(writer), thread: Some(thread) }))
@@ -166,8 +166,8 @@ impl Drop for LineWriter {
 struct Files {
     dir: PathBuf,
     rotation: Rotation,
-    daemon: BufWriter<RotatingFile>,
-    servers: HashMap<Arc<str>, BufWriter<RotatingFile>>,
+    daemon: RotatingFile,
+    servers: HashMap<Arc<str>, RotatingFile>,
 }
 
 impl Files {
@@ -205,7 +205,7 @@ impl Files {
             Some(file) => file,
             None => {
                 let path = self.dir.join(format!("{server}.log"));
-                let file = BufWriter::new(RotatingFile::open(&path, self.rotation)?);
+                let file = RotatingFile::open(&path, self.rotation)?;
                 self.servers.entry(server).or_insert(file)
             }
         };

@@ -61,10 +61,18 @@ impl HubHandle {
             tokio::task::yield_now().await;
             let Some(shared) = shared.upgrade() else { return };
             let span = tracing::info_span!(SERVER_SPAN, server = %shared.name());
-            Hub { shared, mux: Mux::default(), clients: HashMap::new(), events, upstream: None, closing: false }
-                .run(rx)
-                .instrument(span)
-                .await;
+            Hub {
+                shared,
+                mux: Mux::default(),
+                clients: HashMap::new(),
+                events,
+                upstream: None,
+                closing: false,
+                draining: Draining::default(),
+            }
+            .run(rx)
+            .instrument(span)
+            .await;
         });
         HubHandle { tx }
     }
@@ -89,6 +97,17 @@ struct Conn {
     moving: Option<VecDeque<Frame>>,
 }
 
+/// Clients whose input has ended, with answers still due: each stays until its last answer
+/// is delivered, or until its deadline (the drain timeout), as a `run` instance's client does.
+#[derive(Default)]
+struct Draining(Vec<(ClientId, Instant)>);
+
+impl Draining {
+    fn next_deadline(&self) -> Option<Instant> {
+        self.0.iter().map(|(_, at)| *at).min()
+    }
+}
+
 /// The shared instance, seen from the hub.
 struct Upstream {
     input: mpsc::UnboundedSender<Bytes>,
@@ -104,6 +123,7 @@ struct Hub {
     events: mpsc::UnboundedSender<HubEvent>,
     upstream: Option<Upstream>,
     closing: bool,
+    draining: Draining,
 }
 
 impl Hub {
@@ -115,6 +135,7 @@ impl Hub {
         loop {
             let idle_timeout = self.shared.cfg().sharing.idle_timeout;
             let idle_at = idle_since.zip(idle_timeout).map(|(since, after)| since + after);
+            let drain_at = self.draining.next_deadline();
             tokio::select! {
                 event = rx.recv() => match event {
                     Some(HubEvent::Join(client, port)) => self.join(client, port),
@@ -137,9 +158,13 @@ impl Hub {
                     Some(line) => {
                         let out = self.mux.on_upstream(&line);
                         self.act(out).await;
+                        self.let_drained_go(Instant::now());
                     }
                     None => self.upstream_ended().await,
                 },
+                _ = tokio::time::sleep_until(drain_at.unwrap_or_else(Instant::now)), if drain_at.is_some() => {
+                    self.let_drained_go(Instant::now());
+                }
                 _ = tokio::time::sleep_until(idle_at.unwrap_or_else(Instant::now)), if idle_at.is_some() && self.upstream.is_some() => {
                     tracing::info!("no client for the idle timeout: stopping the shared server");
                     if let Some(up) = &self.upstream {
@@ -183,8 +208,8 @@ impl Hub {
 
     /// A client's reading task stopped: the client left, or it is moving to a process of its own.
     fn stopped(&mut self, client: ClientId, reader: Reader, eof: bool) {
-        let Some(conn) = self.clients.remove(&client) else { return };
-        if let Some(frames) = conn.moving {
+        let Some(mut conn) = self.clients.remove(&client) else { return };
+        if let Some(frames) = conn.moving.take() {
             // Its process gets what it sent so far, then the rest of its connection.
             let shared = self.shared.clone();
             let port = ClientPort {
@@ -196,7 +221,36 @@ impl Hub {
             return;
         }
         debug_assert!(eof);
+        if self.mux.awaiting(client) {
+            tracing::debug!(client, "the client's input ended: delivering the answers still due");
+            let deadline = Instant::now() + self.shared.cfg().instance.drain_timeout;
+            self.clients.insert(client, conn);
+            self.draining.0.push((client, deadline));
+            return;
+        }
+        self.leave(client, conn);
+    }
+
+    /// Lets go of draining clients that have had their answers, or whose time is up.
+    fn let_drained_go(&mut self, now: Instant) {
+        if self.draining.0.is_empty() {
+            return;
+        }
+        let mux = &self.mux;
+        let (done, still): (Vec<_>, Vec<_>) =
+            self.draining.0.drain(..).partition(|(client, at)| *at <= now || !mux.awaiting(*client));
+        self.draining.0 = still;
+        for (client, _) in done {
+            if let Some(conn) = self.clients.remove(&client) {
+                self.leave(client, conn);
+            }
+        }
+    }
+
+    /// A client is gone: what it left at the server is cleaned up (see [`Mux::disconnect`]).
+    fn leave(&mut self, client: ClientId, conn: Conn) {
         tracing::info!(client, "client gone");
+        drop(conn);
         let out = self.mux.disconnect(client);
         self.send_upstream(out);
         self.shared.live().clients -= 1;
