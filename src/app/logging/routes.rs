@@ -117,7 +117,7 @@ pub fn start(dir: PathBuf, rotation: Rotation) -> io::Result<(RoutedWriter, Rout
     let daemon = RotatingFile::open(&dir.join(format!("{DAEMON_LOG}.log")), rotation)?;
     let (lines, queue) = sync_channel(QUEUED_LINES);
     let writer = RoutedWriter { lines, dropped: Arc::default() };
-    let files = Files { dir, rotation, daemon: daemon, servers: HashMap::new() };
+    let files = Files { dir, rotation, daemon, servers: HashMap::new() };
     let dropped = writer.dropped.clone();
     let thread = std::thread::Builder::new().name("mcpvisor-log".into()).spawn(move || files.run(queue, &dropped))?;
     Ok((writer.clone(), RoutedGuard { writer: Some(writer), thread: Some(thread) }))
