@@ -97,12 +97,22 @@ fn a_failed_server_stops_the_watchdog() {
 #[test]
 fn a_daemon_reports_ready_status_watchdog_and_stopping() {
     let notify = NotifySocket::new();
-    let table = format!("[servers.x]\ncommand = [{:?}]\n", test_server_bin().display().to_string());
-    let mut daemon =
-        Daemon::start_with_env(&table, &["x"], &[("NOTIFY_SOCKET", &notify.path), ("WATCHDOG_USEC", "200000")]);
+    let server = test_server_bin().display().to_string();
+    let table = format!(
+        "[servers.x]\ncommand = [{server:?}]\n[servers.y]\ncommand = [{server:?}]\nshare = \"shared\"\nstart = \"eager\"\n"
+    );
+    let env = [("NOTIFY_SOCKET", notify.path.as_str()), ("WATCHDOG_USEC", "200000")];
+    let mut daemon = Daemon::start_with_env(&table, &["x", "y"], &env);
     let msgs = notify
         .collect_until(|m| position(m, "READY=1").is_some() && m.iter().filter(|x| *x == "WATCHDOG=1").count() >= 2);
-    assert!(msgs.iter().any(|m| m.starts_with("STATUS=1 servers: 0 ready, 1 idle, 0 failed")), "{msgs:?}");
+    // READY=1 waits for the eager server's process: the status sent right after it counts it.
+    let ready = position(&msgs, "READY=1").unwrap_or_default();
+    let status = msgs[ready..].iter().find(|m| m.starts_with("STATUS=2 servers"));
+    assert_eq!(
+        status.map(String::as_str),
+        Some("STATUS=2 servers: 1 ready, 1 idle, 0 failed, 0 starting or restarting; 0 clients"),
+        "{msgs:?}"
+    );
     daemon.signal(Signal::SIGTERM);
     notify.collect_until(|m| position(m, "STOPPING=1").is_some());
     assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));

@@ -33,7 +33,7 @@ impl RotatingFile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        let file = open(path)?;
         let size = file.metadata()?.len();
         Ok(RotatingFile { path: path.to_owned(), rotation, file: BufWriter::new(file), size })
     }
@@ -60,7 +60,7 @@ impl RotatingFile {
             }
         }
         // With a single file kept the current one was removed above: start it afresh.
-        self.file = BufWriter::new(OpenOptions::new().create(true).append(true).open(&self.path)?);
+        self.file = BufWriter::new(open(&self.path)?);
         self.size = 0;
         Ok(())
     }
@@ -80,6 +80,13 @@ impl Write for RotatingFile {
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
     }
+}
+
+/// Opens a log for appending; a new one is readable by the owner's group only (a server's stderr
+/// may say things others should not read).
+fn open(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
 }
 
 #[cfg(test)]

@@ -45,6 +45,13 @@ impl Daemon {
         Ok(())
     }
 
+    /// Resolves once every eager server's process has been started.
+    pub async fn started(&self) {
+        for server in self.servers.values() {
+            server.started().await;
+        }
+    }
+
     pub fn names(&self) -> Vec<&str> {
         self.servers.keys().map(String::as_str).collect()
     }

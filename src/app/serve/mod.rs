@@ -105,6 +105,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
             None
         }
     };
+    daemon.started().await;
     tracing::info!(servers = ?daemon.names(), dir = %dir.display(), "mcpvisor serve ready");
     let mut notifier = super::notify::Notifier::from_env();
     notifier.daemon_ready(daemon.names().len());

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -80,6 +80,8 @@ pub(super) struct Shared {
     live: Mutex<Live>,
     /// A session ended.
     pub(super) ended: Notify,
+    /// Set once an eager server's first process has been started (at once for the others).
+    pub(super) first_start: watch::Sender<bool>,
     /// A shared server's hub (`None`: per-client).
     hub: Option<HubHandle>,
 }
@@ -151,6 +153,7 @@ impl Server {
             access: common.access,
             live: Mutex::new(Live::default()),
             ended: Notify::new(),
+            first_start: watch::Sender::new(false),
         });
         let (_, control) =
             crate::control::server::open_in(&common.dir, &name, ServerHandle(shared.clone()), common.access);
@@ -191,6 +194,14 @@ impl Server {
 
     pub fn handle(&self) -> ServerHandle {
         ServerHandle(self.shared.clone())
+    }
+
+    /// Resolves once the server is as its start mode wants it at the daemon's start: an eager
+    /// server's process has been started (or could not be: that is logged), a lazy one at once.
+    pub async fn started(&self) {
+        if self.shared.hub.is_some() {
+            let _ = self.shared.first_start.subscribe().wait_for(|started| *started).await;
+        }
     }
 
     /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).

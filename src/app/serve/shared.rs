@@ -131,6 +131,8 @@ impl Hub {
         if self.shared.cfg().sharing.start == StartMode::Eager {
             self.start_upstream().await;
         }
+        // Started (or tried to: a failure is logged), as the daemon's READY=1 waits for.
+        self.shared.first_start.send_replace(true);
         let mut idle_since = Some(Instant::now());
         loop {
             let idle_timeout = self.shared.cfg().sharing.idle_timeout;
