@@ -1,11 +1,12 @@
 //! Client ports: where an instance's client messages come from and where its answers go.
 //!
 //! An instance is fed by exactly one port and does not know what is behind it: mcpvisor's own
-//! stdin/stdout in `run` ([`stdio`]), an in-process client in tests ([`memory`]), later a Unix
-//! socket connection or an HTTP session. A port is a [`ClientInput`] (whole frames, cancel-safe)
+//! stdin/stdout in `run` ([`stdio`]), an in-process client ([`memory`]: the tests, an HTTP
+//! session), a Unix socket connection; [`any`] is either of the last two, as a daemon takes them. A port is a [`ClientInput`] (whole frames, cancel-safe)
 //! and an [`Outbox`] for the answers; a failed or dropped output is how the instance learns that
 //! the client is gone.
 
+pub mod any;
 pub mod memory;
 pub mod stdio;
 

@@ -30,6 +30,7 @@ use crate::io::Outbox;
 use crate::lifecycle::history::RestartHistory;
 use crate::observe::metrics::{self, Metrics};
 use crate::observe::status::{ProcessStatus, Restarts, State, Status};
+use crate::port::any::AnyInput;
 use crate::port::{refuse, ClientInput, ClientPort};
 use crate::process::{Reaper, SharedTail};
 use crate::protocol::errors::OwnError;
@@ -69,6 +70,8 @@ pub struct Server {
 /// What the accept loop, the sessions, the hub and the control socket share.
 pub(super) struct Shared {
     name: String,
+    /// Every line about the server is logged inside it.
+    span: tracing::Span,
     /// Replaced when a reload changes the server.
     config: Mutex<Arc<ServerConfig>>,
     pub(super) reaper: Reaper,
@@ -142,8 +145,10 @@ impl Server {
         let name = cfg.name.clone();
         let history = common.state.as_ref().map(|s| s.load(&name)).unwrap_or_default();
         let keeper = common.state.as_ref().map(|s| s.keep(&name, history.clone()));
+        let span = tracing::info_span!(SERVER_SPAN, server = %name);
         let shared = Arc::new_cyclic(|me| Shared {
-            hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone())),
+            hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone(), span.clone())),
+            span,
             name: name.clone(),
             config: Mutex::new(Arc::new(cfg)),
             reaper: common.reaper.clone(),
@@ -157,8 +162,7 @@ impl Server {
         });
         let (_, control) =
             crate::control::server::open_in(&common.dir, &name, ServerHandle(shared.clone()), common.access);
-        let span = tracing::info_span!(SERVER_SPAN, server = %name);
-        let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(span));
+        let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(shared.span.clone()));
         tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
         Ok(Server { shared, accept, control, endpoint, keeper })
     }
@@ -253,47 +257,55 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
         if !shared.access.admits(&stream, "client") {
             continue;
         }
-        let refusal = {
-            let mut live = shared.live();
-            let limit = shared.cfg().sharing.max_clients;
-            if live.closed {
-                Some(OwnError::NotDelivered)
-            } else if limit.is_some_and(|max| live.clients >= max) {
-                Some(OwnError::TooManyClients { server: shared.cfg().name.clone(), limit: limit.unwrap_or(0) })
-            } else {
-                live.clients += 1;
-                live.next_client += 1;
-                None
-            }
-        };
-        match refusal {
-            Some(error) => {
-                tracing::warn!(server = shared.name(), "client refused: {}", error.message());
-                tokio::spawn(refuse(socket_port(stream, shared.cfg().instance.max_message_size), error, REFUSAL_WAIT));
-            }
-            None => {
-                let client = shared.live().next_client;
-                let span = tracing::info_span!("client", client);
-                let port = socket_port(stream, shared.cfg().instance.max_message_size);
-                match &shared.hub {
-                    Some(hub) => hub.join(client, port),
-                    None => {
-                        tokio::spawn(session(shared.clone(), client, port).instrument(span));
-                    }
-                }
-            }
+        let port = socket_port(stream, shared.cfg().instance.max_message_size);
+        if let Err(refused) = admit(&shared, port) {
+            tokio::spawn(refuse(refused.port, refused.error, REFUSAL_WAIT));
         }
     }
 }
 
+/// A client the server cannot take now, with why, and its port (to tell it).
+pub struct Refused {
+    pub error: OwnError,
+    pub port: ClientPort<AnyInput>,
+}
+
+/// Takes a new client (from the endpoint, or the HTTP front): it gets a process of its own, or
+/// joins the shared one. Returns its number.
+fn admit(shared: &Arc<Shared>, port: ClientPort<AnyInput>) -> Result<u64, Box<Refused>> {
+    let refusal = {
+        let mut live = shared.live();
+        let limit = shared.cfg().sharing.max_clients;
+        if live.closed {
+            Some(OwnError::NotDelivered)
+        } else if limit.is_some_and(|max| live.clients >= max) {
+            Some(OwnError::TooManyClients { server: shared.cfg().name.clone(), limit: limit.unwrap_or(0) })
+        } else {
+            live.clients += 1;
+            live.next_client += 1;
+            None
+        }
+    };
+    if let Some(error) = refusal {
+        shared.span.in_scope(|| tracing::warn!("client refused: {}", error.message()));
+        return Err(Box::new(Refused { error, port }));
+    }
+    let client = shared.live().next_client;
+    match &shared.hub {
+        Some(hub) => hub.join(client, port),
+        None => {
+            let span = tracing::info_span!(parent: &shared.span, "client", client);
+            tokio::spawn(session(shared.clone(), client, port).instrument(span));
+        }
+    }
+    Ok(client)
+}
+
 /// A client port over a Unix socket connection.
-pub(super) fn socket_port(
-    stream: UnixStream,
-    max_message_size: usize,
-) -> ClientPort<FramedReader<tokio::net::unix::OwnedReadHalf>> {
+pub(super) fn socket_port(stream: UnixStream, max_message_size: usize) -> ClientPort<AnyInput> {
     let (read, write) = stream.into_split();
     let (output, writer) = Outbox::spawn(write);
-    ClientPort { input: FramedReader::new(read, max_message_size), output, writer: Some(writer) }
+    ClientPort { input: AnyInput::Socket(FramedReader::new(read, max_message_size)), output, writer: Some(writer) }
 }
 
 /// One client's connection to a per-client server: its own instance, for as long as it stays.
@@ -380,6 +392,15 @@ impl ControlTarget for ServerHandle {
 }
 
 impl ServerHandle {
+    /// A new client from elsewhere than the endpoint (an HTTP session of the front).
+    pub fn attach(&self, port: ClientPort<AnyInput>) -> Result<u64, Box<Refused>> {
+        admit(&self.0, port)
+    }
+
+    pub fn name(&self) -> &str {
+        self.0.name()
+    }
+
     /// The counters of every process the server has had.
     pub async fn counters(&self) -> Metrics {
         let mut sum = self.0.live().past.clone();

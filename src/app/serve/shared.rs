@@ -9,31 +9,30 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::server::{run_instance, session, Shared};
-use crate::app::logging::SERVER_SPAN;
 use crate::config::serve::StartMode;
 use crate::instance::{Command, Instance, InstanceHandle, StartFailed};
 use crate::io::{Inbox, Outbox};
+use crate::port::any::AnyInput;
 use crate::port::{memory, ClientInput, ClientPort, Prepended};
 use crate::protocol::errors::OwnError;
-use crate::protocol::framing::{Frame, FramedReader};
+use crate::protocol::framing::Frame;
 use crate::protocol::jsonrpc::{self, Kind, Message};
 use crate::relay::mux::{ClientId, Mux, Out};
 
 /// The key the shared instance is listed under among the server's sessions.
 const SHARED_KEY: u64 = 0;
 
-type SocketPort = ClientPort<FramedReader<OwnedReadHalf>>;
-type Reader = FramedReader<OwnedReadHalf>;
+type Port = ClientPort<AnyInput>;
+type Reader = AnyInput;
 
 enum HubEvent {
-    Join(ClientId, SocketPort),
+    Join(ClientId, Port),
     Frame(ClientId, Frame),
     /// A client's reading task stopped: at the end of its input (`eof`), or because the hub
     /// asked for the reader back. It comes after every frame the task read.
@@ -52,15 +51,14 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
-    /// Starts the hub of the server `shared` (which holds this handle).
-    pub fn spawn(shared: Weak<Shared>) -> HubHandle {
+    /// Starts the hub of the server `shared` (which holds this handle), logging in `span`.
+    pub fn spawn(shared: Weak<Shared>, span: tracing::Span) -> HubHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let events = tx.clone();
         tokio::spawn(async move {
             // The server finishes being built before the hub looks at it.
             tokio::task::yield_now().await;
             let Some(shared) = shared.upgrade() else { return };
-            let span = tracing::info_span!(SERVER_SPAN, server = %shared.name());
             Hub {
                 shared,
                 mux: Mux::default(),
@@ -77,7 +75,7 @@ impl HubHandle {
         HubHandle { tx }
     }
 
-    pub fn join(&self, client: ClientId, port: SocketPort) {
+    pub fn join(&self, client: ClientId, port: Port) {
         let _ = self.tx.send(HubEvent::Join(client, port));
     }
 
@@ -183,7 +181,7 @@ impl Hub {
         }
     }
 
-    fn join(&mut self, client: ClientId, port: SocketPort) {
+    fn join(&mut self, client: ClientId, port: Port) {
         tracing::info!(client, "client connected");
         let ClientPort { input, output, writer } = port;
         let (give_back, asked) = oneshot::channel();
