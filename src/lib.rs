@@ -18,6 +18,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod exit;
+pub mod front;
 pub mod http;
 pub mod instance;
 pub mod io;

@@ -111,17 +111,29 @@ fn typescript_client_to_mcp_server_time() {
     run_client(Peer::TypeScript, &time_server());
 }
 
-/// The client runs `mcpvisor connect NAME` against a daemon serving `server` as NAME with
-/// `share` (and kills NAME's process mid-session, as above).
-fn run_client_via_daemon(peer: Peer, server: &[String], share: &str) {
+/// How a client reaches a daemon's server.
+#[derive(PartialEq)]
+enum Via {
+    /// `mcpvisor connect NAME` as its stdio server command.
+    Connect,
+    /// Streamable HTTP to the daemon's front.
+    Http,
+}
+
+/// The client reaches a daemon serving `server` as NAME with `share` (and kills NAME's process
+/// mid-session, as above).
+fn run_client_via_daemon(peer: Peer, server: &[String], share: &str, via: Via) {
     let Some(dir) = interop_dir() else { return };
-    let table = format!("[servers.it]\ncommand = {server:?}\nshare = {share:?}\nbackoff-initial = \"50ms\"\n");
+    // An HTTP client may leave without ending its session: it then expires quickly.
+    let front = if via == Via::Http { "http = \"127.0.0.1:0\"\nsession-idle-timeout = \"1s\"\n" } else { "" };
+    let table = format!("{front}[servers.it]\ncommand = {server:?}\nshare = {share:?}\nbackoff-initial = \"50ms\"\n");
     let mut daemon = Daemon::start(&table, &["it"]);
-    let out = client_command(peer, &dir, &daemon.log_path, &["unused".into()])
-        .env("MCPVISOR_CONNECT", "it")
-        .env("MCPVISOR_RUNTIME_DIR", &daemon.runtime_dir)
-        .output()
-        .expect("run the client");
+    let mut client = client_command(peer, &dir, &daemon.log_path, &["unused".into()]);
+    match via {
+        Via::Connect => client.env("MCPVISOR_CONNECT", "it").env("MCPVISOR_RUNTIME_DIR", &daemon.runtime_dir),
+        Via::Http => client.env("MCPVISOR_URL", format!("http://{}/mcp/it", daemon.http_addr())),
+    };
+    let out = client.output().expect("run the client");
     assert!(
         out.status.success(),
         "client failed\nstdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
@@ -143,20 +155,40 @@ fn run_client_via_daemon(peer: Peer, server: &[String], share: &str) {
 
 #[test]
 fn python_client_through_connect_to_a_per_client_server_everything() {
-    run_client_via_daemon(Peer::Python, &everything_via_npx(), "per-client");
+    run_client_via_daemon(Peer::Python, &everything_via_npx(), "per-client", Via::Connect);
 }
 
 #[test]
 fn python_client_through_connect_to_a_shared_mcp_server_time() {
-    run_client_via_daemon(Peer::Python, &time_server(), "shared");
+    run_client_via_daemon(Peer::Python, &time_server(), "shared", Via::Connect);
 }
 
 #[test]
 fn typescript_client_through_connect_to_a_per_client_server_everything() {
-    run_client_via_daemon(Peer::TypeScript, &everything_node(), "per-client");
+    run_client_via_daemon(Peer::TypeScript, &everything_node(), "per-client", Via::Connect);
 }
 
 #[test]
 fn typescript_client_through_connect_to_a_shared_mcp_server_time() {
-    run_client_via_daemon(Peer::TypeScript, &time_server(), "shared");
+    run_client_via_daemon(Peer::TypeScript, &time_server(), "shared", Via::Connect);
+}
+
+#[test]
+fn python_client_over_http_to_a_per_client_server_everything() {
+    run_client_via_daemon(Peer::Python, &everything_node(), "per-client", Via::Http);
+}
+
+#[test]
+fn python_client_over_http_to_a_shared_mcp_server_time() {
+    run_client_via_daemon(Peer::Python, &time_server(), "shared", Via::Http);
+}
+
+#[test]
+fn typescript_client_over_http_to_a_per_client_server_everything() {
+    run_client_via_daemon(Peer::TypeScript, &everything_node(), "per-client", Via::Http);
+}
+
+#[test]
+fn typescript_client_over_http_to_a_shared_mcp_server_time() {
+    run_client_via_daemon(Peer::TypeScript, &time_server(), "shared", Via::Http);
 }

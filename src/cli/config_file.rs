@@ -109,6 +109,13 @@ pub fn table_flags(source: &Source, table: Table, keys: &Keys<'_>) -> Result<(Ve
             k if keys.options.iter().any(|n| n == k) => match &value {
                 toml::Value::Boolean(true) => these.push(format!("--{k}")),
                 toml::Value::Boolean(false) => {}
+                // A list is the option repeated (allowed-origin = ["a", "b"]).
+                toml::Value::Array(items) => {
+                    for item in items {
+                        let item = scalar(item).ok_or_else(|| at("must be a list of strings".into()))?;
+                        these.extend([format!("--{k}"), item]);
+                    }
+                }
                 v => these
                     .extend([format!("--{k}"), scalar(v).ok_or_else(|| at("must be a string or a number".into()))?]),
             },

@@ -12,7 +12,7 @@ use clap::{Args, Parser};
 use super::serve_file::ServeFile;
 use super::server::{LogOptions, ServerOptions};
 use super::{Cli, Command};
-use crate::config::serve::{DaemonConfig, ServerConfig, Share, Sharing, SocketGroup, StartMode};
+use crate::config::serve::{DaemonConfig, HttpConfig, ServerConfig, Share, Sharing, SocketGroup, StartMode};
 use crate::config::units::parse_duration;
 
 /// How long a lazy shared server stays up without clients, unless `idle-timeout` says otherwise.
@@ -77,6 +77,25 @@ pub struct DaemonOptions {
     /// daemon's own user (and root) may connect.
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+
+    /// Serve every server over Streamable HTTP at http://ADDR/mcp/NAME (a bare port binds
+    /// 127.0.0.1), with /healthz, /readyz and /metrics on the same listener.
+    #[arg(long, value_name = "ADDR", value_parser = super::parse_addr)]
+    pub http: Option<std::net::SocketAddr>,
+
+    /// End an HTTP session after this long without requests or open streams.
+    #[arg(long, value_name = "DURATION", default_value = "30m", value_parser = parse_duration)]
+    pub session_idle_timeout: Duration,
+
+    /// Also accept HTTP requests from a browser page of this origin (repeatable; `*`: any);
+    /// loopback origins are always accepted.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+
+    /// Also accept HTTP requests for this Host name (repeatable): needed when --http binds an
+    /// address other clients reach by name; loopback names and the bound address always pass.
+    #[arg(long = "allowed-host", value_name = "HOST")]
+    pub allowed_hosts: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -205,6 +224,12 @@ impl ServeArgs {
             state_dir: self.daemon.state_dir.clone().or_else(default_state_dir),
             log_dir: self.daemon.log_dir.clone(),
             socket_group,
+            http: self.daemon.http.map(|addr| HttpConfig {
+                addr,
+                session_idle: self.daemon.session_idle_timeout,
+                allowed_origins: self.daemon.allowed_origins.clone(),
+                allowed_hosts: self.daemon.allowed_hosts.clone(),
+            }),
             servers,
         })
     }

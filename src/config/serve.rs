@@ -70,7 +70,18 @@ pub struct DaemonConfig {
     pub log_dir: Option<PathBuf>,
     /// A group admitted to the sockets besides the daemon's user.
     pub socket_group: Option<SocketGroup>,
+    /// The Streamable HTTP front, if it is on.
+    pub http: Option<HttpConfig>,
     pub servers: Vec<ServerConfig>,
+}
+
+/// The settings of the HTTP front.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub addr: SocketAddr,
+    pub session_idle: Duration,
+    pub allowed_origins: Vec<String>,
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A group admitted to the daemon's sockets.

@@ -67,12 +67,17 @@ fn text(code: StatusCode, content_type: &'static str, body: String) -> Response<
 }
 
 async fn handle<T: ControlTarget>(req: Request<Incoming>, target: T) -> Result<Response<Full<Bytes>>, Infallible> {
+    Ok(observe(req.method(), req.uri().path(), &target).await)
+}
+
+/// `/metrics`, `/healthz` and `/readyz` (also served by the HTTP front, on its listener).
+pub async fn observe<T: ControlTarget>(method: &Method, path: &str, target: &T) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        return Ok(text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".into()));
+    if method != Method::GET && method != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n".into());
     }
     let unavailable = || text(StatusCode::SERVICE_UNAVAILABLE, PLAIN, "mcpvisor is not answering\n".into());
-    let resp = match req.uri().path() {
+    match path {
         "/metrics" => match target.answer(Command::Metrics).await.metrics {
             Some(m) => text(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", m),
             None => unavailable(),
@@ -87,6 +92,5 @@ async fn handle<T: ControlTarget>(req: Request<Incoming>, target: T) -> Result<R
             None => unavailable(),
         },
         _ => text(StatusCode::NOT_FOUND, PLAIN, "try /metrics, /healthz or /readyz\n".into()),
-    };
-    Ok(resp)
+    }
 }

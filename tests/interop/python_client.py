@@ -6,7 +6,8 @@ handshake-era server, so the same script covers both protocol eras.
 
 Usage: python python_client.py MCPVISOR LOG -- SERVER...
 With MCPVISOR_CONNECT=NAME the client runs `mcpvisor connect NAME` (a daemon's server; LOG is the
-daemon's log) instead of `mcpvisor run -- SERVER...`.
+daemon's log) instead of `mcpvisor run -- SERVER...`; with MCPVISOR_URL=URL it speaks Streamable
+HTTP to a daemon's HTTP front at URL.
 """
 
 import asyncio
@@ -37,7 +38,10 @@ async def call_some_tool(client, tools):
 
 async def main(mcpvisor, log, server):
     connect = os.environ.get("MCPVISOR_CONNECT")
-    if connect:
+    url = os.environ.get("MCPVISOR_URL")
+    if url:
+        params = url
+    elif connect:
         # `connect` finds the daemon through MCPVISOR_RUNTIME_DIR, not in the default environment.
         params = StdioServerParameters(command=mcpvisor, args=["connect", connect], env=dict(os.environ))
     else:

@@ -1,7 +1,8 @@
 // Interop check: the TypeScript SDK's stdio client through mcpvisor to a real server, with a
 // kill -9 of the server mid-session. Usage: node ts_client.cjs INTEROP_DIR MCPVISOR LOG -- SERVER...
 // With MCPVISOR_CONNECT=NAME the client runs `mcpvisor connect NAME` (a daemon's server; LOG is
-// the daemon's log) instead of `mcpvisor run -- SERVER...`.
+// the daemon's log) instead of `mcpvisor run -- SERVER...`; with MCPVISOR_URL=URL it speaks
+// Streamable HTTP (StreamableHTTPClientTransport) to a daemon's HTTP front at URL.
 "use strict";
 const path = require("path");
 const fs = require("fs");
@@ -30,7 +31,9 @@ async function callSomeTool(client, tools) {
 
 (async () => {
   const connect = process.env.MCPVISOR_CONNECT;
-  const transport = new StdioClientTransport({
+  const url = process.env.MCPVISOR_URL;
+  const { StreamableHTTPClientTransport } = req("@modelcontextprotocol/sdk/client/streamableHttp.js");
+  const transport = url ? new StreamableHTTPClientTransport(new URL(url)) : new StdioClientTransport({
     command: mcpvisor,
     args: connect
       ? ["connect", connect]

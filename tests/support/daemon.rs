@@ -95,6 +95,15 @@ impl Daemon {
         }
     }
 
+    /// The address of the daemon's HTTP front (from its log: it may bind port 0).
+    pub fn http_addr(&self) -> String {
+        wait_for("the HTTP front", TIMEOUT, || {
+            let log = self.log();
+            let rest = log.split("HTTP front ready: http://").nth(1)?;
+            rest.split("/mcp").next().map(str::to_owned)
+        })
+    }
+
     /// A client of server `name`.
     pub fn connect(&self, name: &str) -> Visor {
         Visor::connect(name, &self.runtime_dir)

@@ -18,7 +18,10 @@ use crate::cli::{Cli, Command};
 use crate::config::serve::ServerConfig;
 use crate::control::protocol::{Command as ControlCommand, Response};
 use crate::control::server::ControlTarget;
+use crate::front::{AttachError, Backends};
 use crate::observe::status::{State, Status};
+use crate::port::any::AnyInput;
+use crate::port::ClientPort;
 
 pub struct Daemon {
     servers: BTreeMap<String, Server>,
@@ -164,6 +167,22 @@ impl DaemonTarget {
 
     fn servers(&self) -> Vec<ServerHandle> {
         self.servers.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+impl Backends for DaemonTarget {
+    fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError> {
+        let servers = self.servers();
+        let server = match name {
+            Some(name) => servers.iter().find(|s| s.name() == name),
+            None if servers.len() == 1 => servers.first(),
+            None => None,
+        };
+        let Some(server) = server else { return Err(AttachError::Unknown) };
+        match server.attach(port) {
+            Ok(_) => Ok(server.name().to_owned()),
+            Err(refused) => Err(AttachError::Refused(refused.error)),
+        }
     }
 }
 

@@ -27,6 +27,8 @@ use crate::control::access::Access;
 use crate::control::discovery;
 use crate::control::server::ControlServer;
 use crate::exit;
+use crate::front::checks::Allow;
+use crate::front::{Front, FrontConfig};
 use crate::process::Reaper;
 use daemon::{Daemon, DaemonTarget};
 use server::Common;
@@ -81,6 +83,8 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
         starting: Arc::new(Semaphore::new(config.max_starting)),
         state,
     };
+    // The HTTP front takes bodies as large as the most generous server does.
+    let max_body = config.servers.iter().map(|s| s.instance.max_message_size).max().unwrap_or(64 << 20);
     let mut daemon = match Daemon::start(config.servers, common, argv) {
         Ok(d) => d,
         Err(e) => return fail(e),
@@ -95,6 +99,24 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
             }
             Err(e) => return fail(format!("cannot serve metrics on {addr}: {e}")),
         },
+        None => None,
+    };
+    let _front = match &config.http {
+        Some(http) => {
+            let front = FrontConfig {
+                addr: http.addr,
+                allow: Allow { hosts: http.allowed_hosts.clone(), origins: http.allowed_origins.clone() },
+                max_body,
+                session_idle: http.session_idle,
+            };
+            match Front::bind(front, target.clone()).await {
+                Ok(front) => {
+                    tracing::info!(addr = %front.addr, "HTTP front ready: http://{}/mcp/NAME", front.addr);
+                    Some(front)
+                }
+                Err(e) => return fail(format!("cannot serve HTTP on {}: {e}", http.addr)),
+            }
+        }
         None => None,
     };
     let socket = dir.join(format!("serve-{}.{DAEMON_EXTENSION}", std::process::id()));

@@ -1,0 +1,197 @@
+//! The Streamable HTTP front (`serve --http ADDR`): remote and concurrent MCP clients reach the
+//! daemon's supervised stdio servers at `http://ADDR/mcp/NAME` (and at `/mcp` when the daemon
+//! has a single server). `/healthz`, `/readyz` and `/metrics` are served on the same listener.
+//!
+//! Every request first passes the checks of [`checks`] (Host, Origin, protocol version). A
+//! handshake-era client (`initialize`) gets a [`session`]: a client of the server like a `connect`
+//! connection, whose messages are routed to the right HTTP stream ([`routes`], [`sse`]);
+//! [`handshake`] has the POST, GET and DELETE handlers. Requests of the stateless era
+//! (2026-07-28) are not served yet: they get a JSON-RPC error saying so.
+
+pub mod checks;
+mod handshake;
+mod routes;
+pub mod session;
+mod sse;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+
+use crate::control::server::ControlTarget;
+use crate::port::any::AnyInput;
+use crate::port::ClientPort;
+use crate::protocol::errors::OwnError;
+use checks::Allow;
+use session::Sessions;
+
+/// The body of every response of the front.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+/// How long a client may take to send a request's headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a request's headers may take.
+const MAX_HEADERS: usize = 64 * 1024;
+
+/// The front's settings.
+#[derive(Debug, Clone)]
+pub struct FrontConfig {
+    pub addr: SocketAddr,
+    pub allow: Allow,
+    /// Largest request body (413 beyond).
+    pub max_body: usize,
+    /// A session without requests or open streams for this long is ended.
+    pub session_idle: Duration,
+}
+
+/// Why a client could not join a server.
+pub enum AttachError {
+    /// No server by that name (or, for `/mcp`, the daemon has more than one).
+    Unknown,
+    Refused(OwnError),
+}
+
+/// The daemon's servers, as the front sees them.
+pub trait Backends: ControlTarget {
+    /// Connects a new client to server `name` (`None`: the daemon's only server) and returns the
+    /// server's name.
+    fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError>;
+}
+
+/// The running front; stops listening when dropped (its sessions end with it).
+pub struct Front {
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    pub addr: SocketAddr,
+}
+
+impl Drop for Front {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// What every connection's handler shares.
+struct Shared<T> {
+    target: T,
+    config: FrontConfig,
+    /// The bound address, as a `Host` header would name it.
+    bound: String,
+    sessions: Sessions,
+}
+
+impl Front {
+    pub async fn bind<T: Backends>(config: FrontConfig, target: T) -> std::io::Result<Front> {
+        let listener = TcpListener::bind(config.addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared { target, bound: addr.to_string(), config, sessions: Sessions::default() });
+        let expiry = tokio::spawn(expire_sessions(shared.clone()));
+        let accept = tokio::spawn(async move {
+            loop {
+                let stream = match listener.accept().await {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        tracing::warn!("HTTP front: accepting a connection failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+                    });
+                    let conn = http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(HEADER_TIMEOUT)
+                        .max_buf_size(MAX_HEADERS)
+                        .serve_connection(TokioIo::new(stream), service);
+                    if let Err(e) = conn.await {
+                        tracing::debug!("HTTP front connection: {e}");
+                    }
+                });
+            }
+        });
+        Ok(Front { tasks: vec![accept, expiry], addr })
+    }
+}
+
+async fn expire_sessions<T>(shared: Arc<Shared<T>>) {
+    let every = (shared.config.session_idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let ended = shared.sessions.expire(tokio::time::Instant::now(), shared.config.session_idle);
+        if ended > 0 {
+            tracing::info!(ended, "HTTP sessions ended after session-idle-timeout");
+        }
+    }
+}
+
+async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_owned();
+    let server = match path.as_str() {
+        "/metrics" | "/healthz" | "/readyz" => {
+            return checks(shared, &req)
+                .unwrap_or(crate::http::observe(req.method(), &path, &shared.target).await.map(|b| b.boxed_unsync()));
+        }
+        "/mcp" => None,
+        p => match p.strip_prefix("/mcp/") {
+            Some(name) if !name.is_empty() && !name.contains('/') => Some(name.to_owned()),
+            _ => return plain(StatusCode::NOT_FOUND, "MCP endpoints are at /mcp/NAME\n"),
+        },
+    };
+    if let Some(refused) = checks(shared, &req) {
+        return refused;
+    }
+    match *req.method() {
+        Method::POST => handshake::post(shared, server.as_deref(), req).await,
+        Method::GET => handshake::get(shared, server.as_deref(), &req),
+        Method::DELETE => handshake::delete(shared, server.as_deref(), &req),
+        _ => {
+            let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "use POST, GET or DELETE\n");
+            resp.headers_mut()
+                .insert(hyper::header::ALLOW, hyper::header::HeaderValue::from_static("GET, POST, DELETE"));
+            resp
+        }
+    }
+}
+
+/// The Host and Origin checks; a refusal is the response.
+fn checks<T>(shared: &Shared<T>, req: &Request<Incoming>) -> Option<Response<Body>> {
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let allow = &shared.config.allow;
+    let result = allow
+        .check_host(header(hyper::header::HOST), &shared.bound)
+        .and_then(|()| allow.check_origin(header(hyper::header::ORIGIN)));
+    match result {
+        Ok(()) => None,
+        Err(refusal) => {
+            let message = refusal.message();
+            tracing::warn!("HTTP front: request refused: {message}");
+            Some(plain(StatusCode::FORBIDDEN, &format!("{message}\n")))
+        }
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(text.to_owned())).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
