@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod http;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Write};

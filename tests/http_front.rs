@@ -1,0 +1,182 @@
+//! The Streamable HTTP front at the HTTP level (handshake era): sessions and their status codes,
+//! event streams for related messages, the GET stream, crash recovery within a session, the Host
+//! and Origin checks, expiry, limits. The interop tests run real SDK clients over it.
+
+mod support;
+
+use serde_json::{json, Value};
+use support::daemon::Daemon;
+use support::http::{open, request, rpc};
+use support::*;
+
+const ACCEPT: (&str, &str) = ("Accept", "application/json, text/event-stream");
+
+fn init(id: i64) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string()
+}
+
+fn call(id: Value, method: &str, params: Value) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}).to_string()
+}
+
+/// A daemon with the front on a free port and `servers` (tables), and its address.
+fn front(top: &str, servers: &[(&str, &str)]) -> (Daemon, String) {
+    let mut config = format!("http = \"127.0.0.1:0\"\n{top}\n");
+    for (name, extra) in servers {
+        config.push_str(&format!(
+            "[servers.{name}]\ncommand = [{:?}]\nbackoff-initial = \"10ms\"\n{extra}\n",
+            test_server_bin().display().to_string()
+        ));
+    }
+    let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
+    let daemon = Daemon::start(&config, &names);
+    let addr = daemon.http_addr();
+    (daemon, addr)
+}
+
+/// Starts a session at `path`; returns its id.
+fn session(addr: &str, path: &str) -> String {
+    let r = request(addr, "POST", path, &[ACCEPT], &init(1));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["result"]["serverInfo"]["name"], json!("test-server"), "{}", r.text());
+    let id = r.header("mcp-session-id").expect("a session id").to_owned();
+    assert!(id.len() >= 32 && id.bytes().all(|b| (0x21..=0x7e).contains(&b)), "{id}");
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/initialized"}).to_string();
+    assert_eq!(request(addr, "POST", path, &[("Mcp-Session-Id", &id)], &note).status, 202);
+    id
+}
+
+#[test]
+fn a_session_lives_from_initialize_to_delete_with_the_status_codes_of_the_spec() {
+    let (_daemon, addr) = front("", &[("a", ""), ("b", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str()), ("MCP-Protocol-Version", "2025-06-18")];
+    let r = request(&addr, "POST", "/mcp/a", &with, &call(json!(2), "echo", json!({"x": 1})));
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
+    assert_eq!(r.json()["result"]["echo"], json!({"x": 1}), "{}", r.text());
+
+    let echo = call(json!(3), "echo", json!({}));
+    let status = |method: &str, path: &str, headers: &[(&str, &str)], body: &str| {
+        let r = request(&addr, method, path, headers, body);
+        (r.status, r.json()["error"]["code"].clone())
+    };
+    assert_eq!(status("POST", "/mcp/a", &[ACCEPT], &echo), (400, json!(-32600)), "no session id");
+    assert_eq!(status("POST", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", "nope")], &echo), (404, json!(-32001)));
+    assert_eq!(status("POST", "/mcp/b", &with, &echo).0, 404, "a session belongs to its server");
+    let old = [ACCEPT, ("Mcp-Session-Id", sid.as_str()), ("MCP-Protocol-Version", "2024-01-01")];
+    assert_eq!(status("POST", "/mcp/a", &old, &echo), (400, json!(-32022)), "unknown protocol version");
+    assert_eq!(status("POST", "/mcp/a", &with, "{not json"), (400, json!(-32700)));
+    assert_eq!(status("POST", "/mcp/a", &with, &format!("[{echo}]")).0, 400, "no batches");
+    assert_eq!(status("GET", "/mcp/a", &[("Mcp-Session-Id", &sid)], "").0, 406, "GET needs an event stream");
+    assert_eq!(status("PUT", "/mcp/a", &with, "").0, 405);
+    assert_eq!(status("POST", "/mcp/nope", &[ACCEPT], &init(1)).0, 404, "no such server");
+    assert_eq!(status("POST", "/mcp", &[ACCEPT], &init(1)).0, 404, "/mcp is for a single server");
+    assert_eq!(status("POST", "/elsewhere", &[ACCEPT], &init(1)).0, 404);
+
+    assert_eq!(request(&addr, "DELETE", "/mcp/a", &[("Mcp-Session-Id", &sid)], "").status, 204);
+    assert_eq!(status("POST", "/mcp/a", &with, &echo), (404, json!(-32001)), "after DELETE");
+    assert_eq!(request(&addr, "GET", "/healthz", &[], "").status, 200);
+    assert!(request(&addr, "GET", "/metrics", &[], "").text().contains("mcpvisor_child_up"));
+}
+
+#[test]
+fn related_messages_come_first_on_an_event_stream_and_the_rest_on_the_get_stream() {
+    let (_daemon, addr) = front("", &[("a", "")]);
+    let sid = session(&addr, "/mcp");
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str())];
+
+    // A log message sent while the request runs comes first, on its stream.
+    let note = json!({"method": "notifications/message", "params": {"level": "info", "data": "working"}});
+    let mut s = open(&addr, "POST", "/mcp", &with, &call(json!(2), "notify", note));
+    assert_eq!((s.status, s.header("content-type")), (200, Some("text/event-stream")));
+    assert_eq!(s.header("x-accel-buffering"), Some("no"));
+    assert_eq!(s.next_event().expect("the log message")["params"]["data"], json!("working"));
+    assert_eq!(s.next_event().expect("the response")["id"], json!(2));
+    assert!(s.next_event().is_none(), "the stream ends with the response");
+
+    // A request of the server's (sampling, roots, ...) goes on the stream; the answer is POSTed.
+    let mut s = open(&addr, "POST", "/mcp", &with, &call(json!(3), "ask_client", json!({"method": "roots/list"})));
+    let asked = s.next_event().expect("the server's request");
+    assert_eq!(asked["method"], json!("roots/list"), "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"roots": []}}).to_string();
+    assert_eq!(request(&addr, "POST", "/mcp", &with, &answer).status, 202);
+    let done = s.next_event().expect("the response");
+    assert_eq!(done["result"]["client_said"]["result"], json!({"roots": []}), "{done}");
+
+    // With two requests in flight a notification is related to neither: the GET stream has it.
+    let mut get = open(&addr, "GET", "/mcp", &with, "");
+    assert_eq!(get.status, 200);
+    let slow = {
+        let (addr, sid) = (addr.clone(), sid.clone());
+        std::thread::spawn(move || {
+            request(
+                &addr,
+                "POST",
+                "/mcp",
+                &[ACCEPT, ("Mcp-Session-Id", &sid)],
+                &call(json!(4), "slow", json!({"ms": 1500})),
+            )
+        })
+    };
+    wait_for("the slow request in flight", TIMEOUT, || {
+        let status = status_json(&_daemon.runtime_dir, "a").1;
+        (status["in_flight"] == json!(1)).then_some(())
+    });
+    let changed = json!({"method": "notifications/tools/list_changed"});
+    let r = request(&addr, "POST", "/mcp", &with, &call(json!(5), "notify", changed));
+    assert_eq!(r.json()["id"], json!(5), "{}", r.text());
+    assert_eq!(get.next_event().expect("on the GET stream")["method"], json!("notifications/tools/list_changed"));
+    assert_eq!(slow.join().expect("slow").json()["result"]["slept_ms"], json!(1500));
+}
+
+#[test]
+fn a_crash_of_the_server_does_not_end_the_session() {
+    let (_daemon, addr) = front("", &[("a", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str())];
+    let before = request(&addr, "POST", "/mcp/a", &with, &call(json!(2), "echo", json!({}))).json();
+    let crash = request(&addr, "POST", "/mcp/a", &with, &call(json!(3), "crash", json!({"code": 3}))).json();
+    assert_eq!(crash["error"]["code"], json!(-32603), "{crash}");
+    assert_eq!(crash["error"]["data"]["reason"], json!("server_crashed"), "{crash}");
+    // The client learns that the tools may have changed, on the stream of its next request.
+    let (after, first) = rpc(&addr, "/mcp/a", &with, &call(json!(4), "echo", json!({})));
+    assert!(after["result"]["pid"].is_number(), "{after}");
+    assert!(first.iter().all(|m| m["method"] == json!("notifications/tools/list_changed")), "{first:?}");
+    assert_ne!(after["result"]["pid"], before["result"]["pid"], "a new process, the same session");
+}
+
+#[test]
+fn host_and_origin_are_checked() {
+    let (_daemon, addr) = front("allowed-origin = [\"https://app.example.org\"]", &[("a", "")]);
+    let body = init(1);
+    let status = |headers: &[(&str, &str)]| request(&addr, "POST", "/mcp/a", headers, &body).status;
+    assert_eq!(status(&[ACCEPT, ("Origin", "https://evil.example")]), 403);
+    assert_eq!(status(&[ACCEPT, ("Host", "evil.example")]), 403, "DNS rebinding");
+    assert_eq!(status(&[ACCEPT, ("Origin", "http://localhost:5173")]), 200);
+    assert_eq!(status(&[ACCEPT, ("Origin", "https://app.example.org")]), 200);
+}
+
+#[test]
+fn an_idle_session_expires_and_the_server_sees_its_client_leave() {
+    let (daemon, addr) = front("session-idle-timeout = \"300ms\"", &[("a", "")]);
+    let sid = session(&addr, "/mcp/a");
+    daemon.wait_status("a", "one client", |s| s["clients"] == json!(1));
+    // Requests would keep it alive: watch the server instead.
+    daemon.wait_status("a", "no client and no process", |s| s["clients"] == json!(0) && s["processes"] == json!([]));
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str())];
+    assert_eq!(request(&addr, "POST", "/mcp/a", &with, &call(json!(2), "echo", json!({}))).status, 404);
+}
+
+#[test]
+fn limits_answer_with_clear_errors() {
+    let (_daemon, addr) = front("", &[("a", "max-clients = 1\nmax-message-size = \"1KiB\"")]);
+    let sid = session(&addr, "/mcp/a");
+    let r = request(&addr, "POST", "/mcp/a", &[ACCEPT], &init(7));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!((r.json()["id"].clone(), r.json()["error"]["data"]["reason"].clone()), (json!(7), json!("max_clients")));
+    let big = call(json!(2), "echo", json!({"pad": "x".repeat(2000)}));
+    let r = request(&addr, "POST", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], &big);
+    assert_eq!(r.status, 413, "{}", r.text());
+}
