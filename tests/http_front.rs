@@ -25,10 +25,11 @@ fn call(id: Value, method: &str, params: Value) -> String {
 fn front(top: &str, servers: &[(&str, &str)]) -> (Daemon, String) {
     let mut config = format!("http = \"127.0.0.1:0\"\n{top}\n");
     for (name, extra) in servers {
-        config.push_str(&format!(
-            "[servers.{name}]\ncommand = [{:?}]\nbackoff-initial = \"10ms\"\n{extra}\n",
-            test_server_bin().display().to_string()
-        ));
+        let command = match extra.contains("command =") {
+            true => String::new(),
+            false => format!("command = [{:?}]\n", test_server_bin().display().to_string()),
+        };
+        config.push_str(&format!("[servers.{name}]\n{command}backoff-initial = \"10ms\"\n{extra}\n"));
     }
     let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
     let daemon = Daemon::start(&config, &names);
@@ -179,4 +180,83 @@ fn limits_answer_with_clear_errors() {
     let big = call(json!(2), "echo", json!({"pad": "x".repeat(2000)}));
     let r = request(&addr, "POST", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], &big);
     assert_eq!(r.status, 413, "{}", r.text());
+}
+
+/// A stateless-era request (2026-07-28): no session, routing headers beside the body.
+fn stateless(id: Value, method: &str, params: Value) -> String {
+    let mut params = params;
+    params["_meta"] = json!({"io.modelcontextprotocol/protocolVersion": "2026-07-28"});
+    call(id, method, params)
+}
+
+const STATELESS: (&str, &str) = ("MCP-Protocol-Version", "2026-07-28");
+
+#[test]
+fn stateless_requests_need_no_session_and_never_mix() {
+    let (_daemon, addr) = front("", &[("a", "")]);
+    let with = |method: &'static str| [ACCEPT, STATELESS, ("Mcp-Method", method)];
+    let r = request(&addr, "POST", "/mcp/a", &with("echo"), &stateless(json!(1), "echo", json!({"n": 0})));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("mcp-session-id"), None, "the stateless era has no sessions");
+    assert_eq!(r.json()["result"]["echo"]["n"], json!(0));
+
+    // Requests using the same id at once each get their own answer.
+    let threads: Vec<_> = (1..=4)
+        .map(|n| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let body = stateless(json!(7), "slow", json!({"ms": 100 * n}));
+                request(&addr, "POST", "/mcp/a", &[ACCEPT, STATELESS, ("Mcp-Method", "slow")], &body).json()
+            })
+        })
+        .collect();
+    for (n, t) in (1..=4).zip(threads) {
+        let answer = t.join().expect("thread");
+        assert_eq!((answer["id"].clone(), answer["result"]["slept_ms"].clone()), (json!(7), json!(100 * n)));
+    }
+
+    let mismatch = request(&addr, "POST", "/mcp/a", &with("tools/list"), &stateless(json!(2), "echo", json!({})));
+    assert_eq!(
+        (mismatch.status, mismatch.json()["error"]["code"].clone()),
+        (400, json!(-32020)),
+        "{}",
+        mismatch.text()
+    );
+    let tool = stateless(json!(3), "tools/call", json!({"name": "a_tool"}));
+    let r = request(
+        &addr,
+        "POST",
+        "/mcp/a",
+        &[ACCEPT, STATELESS, ("Mcp-Method", "tools/call"), ("Mcp-Name", "other")],
+        &tool,
+    );
+    assert_eq!(r.json()["error"]["code"], json!(-32020), "{}", r.text());
+    assert_eq!(request(&addr, "GET", "/mcp/a", &[ACCEPT, STATELESS], "").status, 405);
+    assert_eq!(request(&addr, "DELETE", "/mcp/a", &[STATELESS], "").status, 405);
+}
+
+#[test]
+fn closing_a_stateless_stream_cancels_the_request_at_the_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = dir.path().join("record").display().to_string();
+    let (_daemon, addr) = front(
+        "",
+        &[("a", &format!("command = [{:?}, \"--record\", {record:?}]", test_server_bin().display().to_string()))],
+    );
+    let mut listen = open(
+        &addr,
+        "POST",
+        "/mcp/a",
+        &[ACCEPT, STATELESS, ("Mcp-Method", "subscriptions/listen")],
+        &stateless(json!("l1"), "subscriptions/listen", json!({})),
+    );
+    assert_eq!(listen.status, 200);
+    let first = listen.next_event().expect("a notification of the subscription");
+    assert_eq!(first["params"]["_meta"]["io.modelcontextprotocol/subscriptionId"], json!("l1"), "{first}");
+    drop(listen);
+    let cancelled = wait_for("notifications/cancelled at the server", TIMEOUT, || {
+        recorded(&record).into_iter().find(|m| m["method"] == json!("notifications/cancelled"))
+    });
+    let listened = recorded(&record).into_iter().find(|m| m["method"] == json!("subscriptions/listen"));
+    assert_eq!(cancelled["params"]["requestId"], listened.expect("the listen request")["id"], "{cancelled}");
 }

@@ -20,6 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use super::checks::{self, STATELESS_VERSION};
 use super::session::{Session, StreamParts};
 use super::sse::Sse;
+use super::stateless;
 use super::{AttachError, Backends, Body, Shared};
 use crate::port::any::AnyInput;
 use crate::port::{memory, ClientPort};
@@ -29,11 +30,11 @@ pub const SESSION_HEADER: &str = "mcp-session-id";
 const VERSION_HEADER: &str = "mcp-protocol-version";
 
 /// A response carrying a JSON-RPC error (`id`: the request's, if known).
-fn rpc_error(status: StatusCode, id: Option<&Id>, code: i64, message: &str) -> Response<Body> {
+pub(super) fn rpc_error(status: StatusCode, id: Option<&Id>, code: i64, message: &str) -> Response<Body> {
     json(status, jsonrpc::error_response(id, code, message, None))
 }
 
-fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+pub(super) fn json(status: StatusCode, body: Bytes) -> Response<Body> {
     let mut resp = Response::new(Full::new(body).boxed_unsync());
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -78,7 +79,8 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
     }
     let sse = accepts_sse(&req);
     let session = header(&req, SESSION_HEADER).map(str::to_owned);
-    let stateless = header(&req, VERSION_HEADER) == Some(STATELESS_VERSION);
+    let mut stateless = header(&req, VERSION_HEADER) == Some(STATELESS_VERSION);
+    let routing = (header(&req, "mcp-method").map(str::to_owned), header(&req, "mcp-name").map(str::to_owned));
     let limit = shared.config.max_body;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -89,7 +91,11 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, -32600, &format!("cannot read the body: {e}")),
     };
     let kind = match jsonrpc::parse(&body) {
-        Ok(Message::Single(env)) => env.kind,
+        Ok(Message::Single(env)) => {
+            let meta = jsonrpc::Params::read(env.params).meta;
+            stateless |= meta.and_then(|m| m.protocol_version).is_some_and(|v| v == STATELESS_VERSION);
+            env.kind
+        }
         Ok(Message::Batch(_)) => {
             return rpc_error(StatusCode::BAD_REQUEST, None, -32600, "send one message per POST (no batches)")
         }
@@ -108,9 +114,9 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
                 Ok(s) => s,
                 Err(resp) => return *resp,
             },
-            Kind::Request { id, .. } if stateless => {
-                let message = "stateless-era (2026-07-28) requests are not served over HTTP yet: initialize a session";
-                return rpc_error(StatusCode::BAD_REQUEST, Some(id), -32022, message);
+            Kind::Request { .. } if stateless => {
+                let headers = stateless::Headers { method: routing.0.as_deref(), name: routing.1.as_deref() };
+                return stateless::post(shared, server, headers, body, sse).await;
             }
             _ => return need_session(),
         },
@@ -176,7 +182,7 @@ async fn answer(session: &Session, mut parts: StreamParts, sse: bool, id: &Id) -
     }
 }
 
-fn event_stream(body: Sse) -> Response<Body> {
+pub(super) fn event_stream(body: Sse) -> Response<Body> {
     let mut resp = Response::new(body.boxed_unsync());
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));

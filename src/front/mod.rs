@@ -5,14 +5,15 @@
 //! Every request first passes the checks of [`checks`] (Host, Origin, protocol version). A
 //! handshake-era client (`initialize`) gets a [`session`]: a client of the server like a `connect`
 //! connection, whose messages are routed to the right HTTP stream ([`routes`], [`sse`]);
-//! [`handshake`] has the POST, GET and DELETE handlers. Requests of the stateless era
-//! (2026-07-28) are not served yet: they get a JSON-RPC error saying so.
+//! [`handshake`] has the POST, GET and DELETE handlers. A request of the stateless era
+//! (2026-07-28) is a client of its own of the server's stateless process ([`stateless`]).
 
 pub mod checks;
 mod handshake;
 mod routes;
 pub mod session;
 mod sse;
+mod stateless;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -67,6 +68,10 @@ pub trait Backends: ControlTarget {
     /// Connects a new client to server `name` (`None`: the daemon's only server) and returns the
     /// server's name.
     fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError>;
+
+    /// Connects one stateless-era request, as a client of its own, to the server's process for
+    /// stateless requests.
+    fn attach_stateless(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError>;
 }
 
 /// The running front; stops listening when dropped (its sessions end with it).

@@ -170,16 +170,31 @@ impl DaemonTarget {
     }
 }
 
-impl Backends for DaemonTarget {
-    fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError> {
+impl DaemonTarget {
+    /// Server `name` (`None`: the only one).
+    fn find(&self, name: Option<&str>) -> Result<ServerHandle, AttachError> {
         let servers = self.servers();
         let server = match name {
-            Some(name) => servers.iter().find(|s| s.name() == name),
-            None if servers.len() == 1 => servers.first(),
+            Some(name) => servers.into_iter().find(|s| s.name() == name),
+            None if servers.len() == 1 => servers.into_iter().next(),
             None => None,
         };
-        let Some(server) = server else { return Err(AttachError::Unknown) };
+        server.ok_or(AttachError::Unknown)
+    }
+}
+
+impl Backends for DaemonTarget {
+    fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError> {
+        let server = self.find(name)?;
         match server.attach(port) {
+            Ok(_) => Ok(server.name().to_owned()),
+            Err(refused) => Err(AttachError::Refused(refused.error)),
+        }
+    }
+
+    fn attach_stateless(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError> {
+        let server = self.find(name)?;
+        match server.attach_stateless(port) {
             Ok(_) => Ok(server.name().to_owned()),
             Err(refused) => Err(AttachError::Refused(refused.error)),
         }

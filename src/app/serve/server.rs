@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::net::{UnixListener, UnixStream};
@@ -17,7 +17,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-use super::shared::HubHandle;
+use super::shared::{HubHandle, HubRole};
 use super::state::StateDir;
 use crate::app::logging::SERVER_SPAN;
 use crate::config::serve::{ServerConfig, Share};
@@ -87,6 +87,8 @@ pub(super) struct Shared {
     pub(super) first_start: watch::Sender<bool>,
     /// A shared server's hub (`None`: per-client).
     hub: Option<HubHandle>,
+    /// The hub of stateless-era HTTP requests, started with the first one.
+    stateless: OnceLock<HubHandle>,
 }
 
 #[derive(Default)]
@@ -147,7 +149,9 @@ impl Server {
         let keeper = common.state.as_ref().map(|s| s.keep(&name, history.clone()));
         let span = tracing::info_span!(SERVER_SPAN, server = %name);
         let shared = Arc::new_cyclic(|me| Shared {
-            hub: (cfg.sharing.share == Share::Shared).then(|| HubHandle::spawn(me.clone(), span.clone())),
+            hub: (cfg.sharing.share == Share::Shared)
+                .then(|| HubHandle::spawn(me.clone(), span.clone(), HubRole::Shared)),
+            stateless: OnceLock::new(),
             span,
             name: name.clone(),
             config: Mutex::new(Arc::new(cfg)),
@@ -211,12 +215,17 @@ impl Server {
     /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).
     pub async fn shutdown(&self, signal: &'static str) {
         self.shared.live().closed = true;
+        // A hub stops its process (a second close skips the waits) and its clients.
+        if let Some(hub) = self.shared.stateless.get() {
+            hub.close();
+        }
         match &self.shared.hub {
-            // The hub stops its process (a second close skips the waits) and its clients.
             Some(hub) => hub.close(),
             None => {
-                for (_, handle) in self.shared.handles() {
-                    let _ = handle.call(Command::Terminate { signal }).await;
+                for (key, handle) in self.shared.handles() {
+                    if key != HubRole::Stateless.key() {
+                        let _ = handle.call(Command::Terminate { signal }).await;
+                    }
                 }
             }
         }
@@ -258,7 +267,7 @@ async fn accept_loop(shared: Arc<Shared>, listener: UnixListener) {
             continue;
         }
         let port = socket_port(stream, shared.cfg().instance.max_message_size);
-        if let Err(refused) = admit(&shared, port) {
+        if let Err(refused) = admit(&shared, port, false) {
             tokio::spawn(refuse(refused.port, refused.error, REFUSAL_WAIT));
         }
     }
@@ -271,8 +280,9 @@ pub struct Refused {
 }
 
 /// Takes a new client (from the endpoint, or the HTTP front): it gets a process of its own, or
-/// joins the shared one. Returns its number.
-fn admit(shared: &Arc<Shared>, port: ClientPort<AnyInput>) -> Result<u64, Box<Refused>> {
+/// joins the shared one; a `stateless` one (a stateless-era HTTP request) joins the server's
+/// stateless hub. Returns its number.
+fn admit(shared: &Arc<Shared>, port: ClientPort<AnyInput>, stateless: bool) -> Result<u64, Box<Refused>> {
     let refusal = {
         let mut live = shared.live();
         let limit = shared.cfg().sharing.max_clients;
@@ -291,6 +301,13 @@ fn admit(shared: &Arc<Shared>, port: ClientPort<AnyInput>) -> Result<u64, Box<Re
         return Err(Box::new(Refused { error, port }));
     }
     let client = shared.live().next_client;
+    if stateless {
+        let hub = shared
+            .stateless
+            .get_or_init(|| HubHandle::spawn(Arc::downgrade(shared), shared.span.clone(), HubRole::Stateless));
+        hub.join(client, port);
+        return Ok(client);
+    }
     match &shared.hub {
         Some(hub) => hub.join(client, port),
         None => {
@@ -394,7 +411,12 @@ impl ControlTarget for ServerHandle {
 impl ServerHandle {
     /// A new client from elsewhere than the endpoint (an HTTP session of the front).
     pub fn attach(&self, port: ClientPort<AnyInput>) -> Result<u64, Box<Refused>> {
-        admit(&self.0, port)
+        admit(&self.0, port, false)
+    }
+
+    /// A stateless-era HTTP request, as a client of its own on the server's stateless process.
+    pub fn attach_stateless(&self, port: ClientPort<AnyInput>) -> Result<u64, Box<Refused>> {
+        admit(&self.0, port, true)
     }
 
     pub fn name(&self) -> &str {
@@ -478,7 +500,9 @@ fn aggregate(
         }
         status.last_ping_ms = status.last_ping_ms.or(part.last_ping_ms);
         if let Some(child) = &part.child {
-            let client = (cfg.sharing.share == Share::PerClient).then_some(client);
+            // A per-client server's processes each have their client (not the stateless one's).
+            let own = cfg.sharing.share == Share::PerClient && client != HubRole::Stateless.key();
+            let client = own.then_some(client);
             status.processes.push(ProcessStatus::of(child, part.state, client));
         }
     }

@@ -25,8 +25,25 @@ use crate::protocol::framing::Frame;
 use crate::protocol::jsonrpc::{self, Kind, Message};
 use crate::relay::mux::{ClientId, Mux, Out};
 
-/// The key the shared instance is listed under among the server's sessions.
-const SHARED_KEY: u64 = 0;
+/// What a hub is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HubRole {
+    /// A shared server's clients (`connect`, handshake-era HTTP sessions).
+    Shared,
+    /// Stateless-era HTTP requests, each a client of its own, on one process per server
+    /// (whatever the server's `share`), apart from the handshake-era clients.
+    Stateless,
+}
+
+impl HubRole {
+    /// The key its process is listed under among the server's sessions (clients count from 1).
+    pub fn key(self) -> u64 {
+        match self {
+            HubRole::Shared => 0,
+            HubRole::Stateless => u64::MAX,
+        }
+    }
+}
 
 type Port = ClientPort<AnyInput>;
 type Reader = AnyInput;
@@ -51,8 +68,8 @@ pub struct HubHandle {
 }
 
 impl HubHandle {
-    /// Starts the hub of the server `shared` (which holds this handle), logging in `span`.
-    pub fn spawn(shared: Weak<Shared>, span: tracing::Span) -> HubHandle {
+    /// Starts a hub of the server `shared` (which holds this handle), logging in `span`.
+    pub fn spawn(shared: Weak<Shared>, span: tracing::Span, role: HubRole) -> HubHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let events = tx.clone();
         tokio::spawn(async move {
@@ -61,6 +78,7 @@ impl HubHandle {
             let Some(shared) = shared.upgrade() else { return };
             Hub {
                 shared,
+                role,
                 mux: Mux::default(),
                 clients: HashMap::new(),
                 events,
@@ -116,6 +134,7 @@ struct Upstream {
 
 struct Hub {
     shared: Arc<Shared>,
+    role: HubRole,
     mux: Mux,
     clients: HashMap<ClientId, Conn>,
     events: mpsc::UnboundedSender<HubEvent>,
@@ -126,11 +145,13 @@ struct Hub {
 
 impl Hub {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<HubEvent>) {
-        if self.shared.cfg().sharing.start == StartMode::Eager {
-            self.start_upstream().await;
+        if self.role == HubRole::Shared {
+            if self.shared.cfg().sharing.start == StartMode::Eager {
+                self.start_upstream().await;
+            }
+            // Started (or tried to: a failure is logged), as the daemon's READY=1 waits for.
+            self.shared.first_start.send_replace(true);
         }
-        // Started (or tried to: a failure is logged), as the daemon's READY=1 waits for.
-        self.shared.first_start.send_replace(true);
         let mut idle_since = Some(Instant::now());
         loop {
             let idle_timeout = self.shared.cfg().sharing.idle_timeout;
@@ -317,9 +338,10 @@ impl Hub {
             Err(StartFailed { error, .. }) => tracing::error!("cannot start the shared server: {error}"),
             Ok((instance, handle)) => {
                 let task_shared = shared.clone();
+                let key = self.role.key();
                 let task_handle = handle.clone();
                 let task = tokio::spawn(
-                    async move { run_instance(&task_shared, SHARED_KEY, instance, task_handle, permit).await }
+                    async move { run_instance(&task_shared, key, instance, task_handle, permit).await }
                         .in_current_span(),
                 );
                 self.upstream = Some(Upstream { input: client.tx, output: client.rx, handle, task });
