@@ -260,3 +260,69 @@ fn closing_a_stateless_stream_cancels_the_request_at_the_server() {
     let listened = recorded(&record).into_iter().find(|m| m["method"] == json!("subscriptions/listen"));
     assert_eq!(cancelled["params"]["requestId"], listened.expect("the listen request")["id"], "{cancelled}");
 }
+
+#[test]
+fn a_token_file_requires_a_bearer_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, "# for the CI\nfirst-token\n\nsecond-token\n").expect("write");
+    let (daemon, addr) = front(&format!("http-token-file = {:?}", tokens.display().to_string()), &[("a", "")]);
+    let r = request(&addr, "POST", "/mcp/a", &[ACCEPT], &init(1));
+    assert_eq!((r.status, r.header("www-authenticate")), (401, Some("Bearer realm=\"mcpvisor\"")));
+    let wrong = request(&addr, "POST", "/mcp/a", &[ACCEPT, ("Authorization", "Bearer first")], &init(1));
+    assert_eq!(wrong.status, 401);
+    let right = request(&addr, "POST", "/mcp/a", &[ACCEPT, ("Authorization", "Bearer second-token")], &init(1));
+    assert_eq!(right.status, 200, "{}", right.text());
+    assert!(!daemon.log().contains("second-token") && !daemon.log().contains("first-token"), "tokens are never logged");
+}
+
+#[test]
+fn sessions_and_streams_are_limited_per_server() {
+    let (_daemon, addr) = front("max-sessions = 1\nmax-streams = 1", &[("a", ""), ("b", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let r = request(&addr, "POST", "/mcp/a", &[ACCEPT], &init(2));
+    assert_eq!((r.status, r.json()["id"].clone()), (503, json!(2)), "{}", r.text());
+    assert!(r.json()["error"]["message"].as_str().is_some_and(|m| m.contains("max-sessions")), "{}", r.text());
+    session(&addr, "/mcp/b");
+
+    let get = open(&addr, "GET", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], "");
+    assert_eq!(get.status, 200);
+    let second = request(&addr, "GET", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], "");
+    assert_eq!(second.status, 503, "{}", second.text());
+    // With no stream to spare, a request's answer comes as JSON (what came first goes elsewhere).
+    let note = json!({"method": "notifications/message", "params": {"level": "info", "data": "x"}});
+    let r = request(&addr, "POST", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], &call(json!(3), "notify", note));
+    assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")), "{}", r.text());
+    drop(get);
+    wait_for("the stream slot back", TIMEOUT, || {
+        let s = open(&addr, "GET", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid)], "");
+        (s.status == 200).then_some(())
+    });
+}
+
+#[test]
+fn draining_finishes_requests_in_flight_and_turns_new_ones_away() {
+    let (mut daemon, addr) = front("", &[("a", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let slow = {
+        let (addr, sid) = (addr.clone(), sid.clone());
+        std::thread::spawn(move || {
+            request(
+                &addr,
+                "POST",
+                "/mcp/a",
+                &[ACCEPT, ("Mcp-Session-Id", &sid)],
+                &call(json!(2), "slow", json!({"ms": 800})),
+            )
+        })
+    };
+    daemon.wait_status("a", "the slow request in flight", |s| s["in_flight"] == json!(1));
+    daemon.signal(nix::sys::signal::Signal::SIGTERM);
+    let refused = wait_for("a 503 while draining", TIMEOUT, || {
+        let r = request(&addr, "POST", "/mcp/a", &[ACCEPT], &init(3));
+        (r.status == 503).then_some(r)
+    });
+    assert_eq!(refused.header("retry-after"), Some("5"));
+    assert_eq!(slow.join().expect("slow").json()["result"]["slept_ms"], json!(800), "the request in flight finished");
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+}

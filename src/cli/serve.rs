@@ -96,6 +96,20 @@ pub struct DaemonOptions {
     /// address other clients reach by name; loopback names and the bound address always pass.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+
+    /// Require `Authorization: Bearer TOKEN` on HTTP requests, TOKEN being one of the lines of
+    /// this file (blank lines and lines starting with # are skipped). Tokens are never logged.
+    #[arg(long, value_name = "PATH")]
+    pub http_token_file: Option<PathBuf>,
+
+    /// Open HTTP sessions allowed per server; beyond it, initialize gets 503.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    pub max_sessions: usize,
+
+    /// Open HTTP event streams allowed per server; beyond it, a GET stream gets 503 and a POST
+    /// is answered as JSON.
+    #[arg(long, value_name = "N", default_value_t = 1_000)]
+    pub max_streams: usize,
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +243,9 @@ impl ServeArgs {
                 session_idle: self.daemon.session_idle_timeout,
                 allowed_origins: self.daemon.allowed_origins.clone(),
                 allowed_hosts: self.daemon.allowed_hosts.clone(),
+                token_file: self.daemon.http_token_file.clone(),
+                max_sessions: self.daemon.max_sessions,
+                max_streams: self.daemon.max_streams,
             }),
             servers,
         })

@@ -82,6 +82,9 @@ pub struct HttpConfig {
     pub session_idle: Duration,
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
+    pub token_file: Option<PathBuf>,
+    pub max_sessions: usize,
+    pub max_streams: usize,
 }
 
 /// A group admitted to the daemon's sockets.

@@ -82,6 +82,20 @@ impl Allow {
     }
 }
 
+/// Whether `authorization` (the request's header) carries one of `tokens` as a bearer token.
+/// Every token is compared in full, in time independent of where the bytes differ, so the
+/// comparison tells an attacker nothing.
+pub fn check_token(tokens: &[String], authorization: Option<&str>) -> bool {
+    let given = authorization.and_then(|a| a.strip_prefix("Bearer ")).map(str::trim).unwrap_or("");
+    let mut found = false;
+    for token in tokens {
+        let same_len = token.len() == given.len();
+        let diff = token.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        found |= same_len && diff == 0 && !token.is_empty();
+    }
+    found
+}
+
 /// The protocol version a request says it speaks (`None`: the header is absent).
 pub fn check_version(header: Option<&str>) -> Result<Option<&str>, Refusal> {
     match header {
@@ -116,6 +130,17 @@ mod tests {
         assert!(matches!(allow.check_origin(Some("https://evil.example")), Err(Refusal::Origin(_))));
         let any = Allow { origins: vec!["*".into()], ..Allow::default() };
         assert_eq!(any.check_origin(Some("https://evil.example")), Ok(()));
+    }
+
+    #[test]
+    fn bearer_tokens_must_match_one_in_full() {
+        let tokens = vec!["s3cret-one".to_owned(), "s3cret-two".to_owned()];
+        assert!(check_token(&tokens, Some("Bearer s3cret-two")));
+        assert!(!check_token(&tokens, Some("Bearer s3cret")));
+        assert!(!check_token(&tokens, Some("Bearer s3cret-one-more")));
+        assert!(!check_token(&tokens, Some("s3cret-one")), "the scheme is required");
+        assert!(!check_token(&tokens, None));
+        assert!(!check_token(&[String::new()], Some("Bearer ")), "an empty token never matches");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use super::checks::{self, STATELESS_VERSION};
+use super::limits::StreamSlot;
 use super::session::{Session, StreamParts};
 use super::sse::Sse;
 use super::stateless;
@@ -124,7 +125,10 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
     let is_initialize = matches!(&kind, Kind::Request { method, .. } if method == "initialize");
     let mut resp = match kind {
         Kind::Request { id, .. } => match session.request(body) {
-            Ok(parts) => answer(&session, parts, sse, &id).await,
+            Ok(parts) => {
+                let slot = if sse { shared.limits.stream_slot(&session.server) } else { None };
+                answer(&session, parts, slot, &id).await
+            }
             Err(_) => ended(Some(&id)),
         },
         _ => match session.send(body) {
@@ -146,6 +150,9 @@ fn start_session<T: Backends>(
     server: Option<&str>,
     request: &Id,
 ) -> Result<Arc<Session>, Box<Response<Body>>> {
+    if shared.sessions.count(server) >= shared.limits.max_sessions {
+        return Err(Box::new(over_limit(Some(request), "sessions", shared.limits.max_sessions)));
+    }
     let (port, client) = memory::pair(shared.config.max_body);
     let port = ClientPort { input: AnyInput::Memory(port.input), output: port.output, writer: port.writer };
     match shared.target.attach(server, port) {
@@ -168,18 +175,27 @@ fn start_session<T: Backends>(
 }
 
 /// The answer to a POSTed request: JSON when the response comes first, else an event stream.
-async fn answer(session: &Session, mut parts: StreamParts, sse: bool, id: &Id) -> Response<Body> {
+/// (Without a stream slot, because the server has `max-streams` open, the answer is JSON.)
+async fn answer(session: &Session, mut parts: StreamParts, slot: Option<StreamSlot>, id: &Id) -> Response<Body> {
     loop {
         let Some(first) = parts.rx.recv().await else { return ended(Some(id)) };
         if first.last {
             return json(StatusCode::OK, first.line);
         }
-        if sse {
-            return event_stream(Sse::new(Some(first), parts.rx, parts.ids, parts.guard));
+        if let Some(slot) = slot {
+            return event_stream(Sse::new(Some(first), parts.rx, parts.ids, Box::new((parts.guard, slot))));
         }
         // A client that takes JSON only: what comes before the response goes to its GET stream.
         session.divert(first.line);
     }
+}
+
+/// 503 with a JSON-RPC error naming the limit the server is at.
+pub(super) fn over_limit(id: Option<&Id>, what: &str, limit: usize) -> Response<Body> {
+    let message = format!("the server has {limit} open {what}, its limit (max-{what}); retry later");
+    let mut resp = rpc_error(StatusCode::SERVICE_UNAVAILABLE, id, -32000, &message);
+    resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+    resp
 }
 
 pub(super) fn event_stream(body: Sse) -> Response<Body> {
@@ -202,8 +218,11 @@ pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<
     if !accepts_sse(req) {
         return super::plain(StatusCode::NOT_ACCEPTABLE, "a GET stream needs Accept: text/event-stream\n");
     }
+    let Some(slot) = shared.limits.stream_slot(&session.server) else {
+        return over_limit(None, "streams", shared.limits.max_streams);
+    };
     match session.open_stream() {
-        Ok(parts) => event_stream(Sse::new(None, parts.rx, parts.ids, parts.guard)),
+        Ok(parts) => event_stream(Sse::new(None, parts.rx, parts.ids, Box::new((parts.guard, slot)))),
         Err(_) => ended(None),
     }
 }

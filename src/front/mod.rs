@@ -10,6 +10,7 @@
 
 pub mod checks;
 mod handshake;
+mod limits;
 mod routes;
 pub mod session;
 mod sse;
@@ -17,6 +18,7 @@ mod stateless;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +26,7 @@ use bytes::Bytes;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::header::HeaderValue;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -35,6 +38,7 @@ use crate::port::any::AnyInput;
 use crate::port::ClientPort;
 use crate::protocol::errors::OwnError;
 use checks::Allow;
+use limits::Limits;
 use session::Sessions;
 
 /// The body of every response of the front.
@@ -54,6 +58,11 @@ pub struct FrontConfig {
     pub max_body: usize,
     /// A session without requests or open streams for this long is ended.
     pub session_idle: Duration,
+    /// Bearer tokens a request must carry one of (none: no token needed).
+    pub tokens: Vec<String>,
+    /// Open sessions and open event streams per server.
+    pub max_sessions: usize,
+    pub max_streams: usize,
 }
 
 /// Why a client could not join a server.
@@ -78,6 +87,7 @@ pub trait Backends: ControlTarget {
 pub struct Front {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     pub addr: SocketAddr,
+    closing: Arc<AtomicBool>,
 }
 
 impl Drop for Front {
@@ -95,13 +105,24 @@ struct Shared<T> {
     /// The bound address, as a `Host` header would name it.
     bound: String,
     sessions: Sessions,
+    limits: Arc<Limits>,
+    /// The daemon is draining: new requests get 503.
+    closing: Arc<AtomicBool>,
 }
 
 impl Front {
     pub async fn bind<T: Backends>(config: FrontConfig, target: T) -> std::io::Result<Front> {
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared { target, bound: addr.to_string(), config, sessions: Sessions::default() });
+        let closing = Arc::new(AtomicBool::new(false));
+        let shared = Arc::new(Shared {
+            target,
+            bound: addr.to_string(),
+            limits: Arc::new(Limits::new(config.max_sessions, config.max_streams)),
+            config,
+            sessions: Sessions::default(),
+            closing: closing.clone(),
+        });
         let expiry = tokio::spawn(expire_sessions(shared.clone()));
         let accept = tokio::spawn(async move {
             loop {
@@ -131,7 +152,12 @@ impl Front {
                 });
             }
         });
-        Ok(Front { tasks: vec![accept, expiry], addr })
+        Ok(Front { tasks: vec![accept, expiry], addr, closing })
+    }
+
+    /// The daemon is draining: requests in flight finish, new ones get 503 with Retry-After.
+    pub fn close(&self) {
+        self.closing.store(true, Ordering::Relaxed);
     }
 }
 
@@ -162,6 +188,22 @@ async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Respo
     };
     if let Some(refused) = checks(shared, &req) {
         return refused;
+    }
+    if !shared.config.tokens.is_empty() {
+        let authorization = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if !checks::check_token(&shared.config.tokens, authorization) {
+            tracing::warn!("HTTP front: a request without a valid bearer token was refused");
+            let mut resp =
+                plain(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)\n");
+            resp.headers_mut()
+                .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpvisor\""));
+            return resp;
+        }
+    }
+    if shared.closing.load(Ordering::Relaxed) {
+        let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, "mcpvisor is shutting down; retry shortly\n");
+        resp.headers_mut().insert(hyper::header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return resp;
     }
     match *req.method() {
         Method::POST => handshake::post(shared, server.as_deref(), req).await,

@@ -307,12 +307,9 @@ impl Sessions {
         self.map().remove(id)
     }
 
-    pub fn len(&self) -> usize {
-        self.map().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Open sessions of `server` (`None`: of every server).
+    pub fn count(&self, server: Option<&str>) -> usize {
+        self.map().values().filter(|s| server.map_or(true, |name| s.server == name)).count()
     }
 
     /// Ends sessions idle for `idle` (or let go of by their server); returns how many.

@@ -18,7 +18,7 @@ use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::handshake::{event_stream, json, rpc_error};
+use super::handshake::{event_stream, json, over_limit, rpc_error};
 use super::sse::{Delivery, EventIds, Sse};
 use super::{AttachError, Backends, Body, Shared};
 use crate::io::Inbox;
@@ -120,15 +120,19 @@ pub async fn post<T: Backends>(
     }
     let (port, client) = memory::pair(shared.config.max_body);
     let port = ClientPort { input: AnyInput::Memory(port.input), output: port.output, writer: port.writer };
-    match shared.target.attach_stateless(server, port) {
-        Ok(_) => {}
+    let server_name = match shared.target.attach_stateless(server, port) {
+        Ok(name) => name,
         Err(AttachError::Unknown) => return super::plain(StatusCode::NOT_FOUND, "no such server\n"),
         Err(AttachError::Refused(error)) => return json(StatusCode::SERVICE_UNAVAILABLE, error.response(Some(&id))),
-    }
+    };
     if client.tx.send(body).is_err() {
         return rpc_error(StatusCode::SERVICE_UNAVAILABLE, Some(&id), -32603, "the server is not taking requests");
     }
     let listen = method == "subscriptions/listen";
+    let slot = if sse || listen { shared.limits.stream_slot(&server_name) } else { None };
+    if listen && slot.is_none() {
+        return over_limit(Some(&id), "streams", shared.limits.max_streams);
+    }
     let (tx, mut rx) = mpsc::unbounded_channel();
     tokio::spawn(forward(client.rx, tx, id.clone(), listen));
     // The port's sending half: dropped with the response stream, it is the client leaving.
@@ -140,9 +144,9 @@ pub async fn post<T: Backends>(
         if first.last && !listen {
             return json(StatusCode::OK, first.line);
         }
-        if sse || listen {
+        if let Some(slot) = slot {
             let ids: Arc<dyn EventIds> = Arc::new(Counter::default());
-            return event_stream(Sse::new(Some(first), rx, ids, Box::new(leaving)));
+            return event_stream(Sse::new(Some(first), rx, ids, Box::new((leaving, slot))));
         }
         // A JSON-only client: what comes before the response has nowhere to go.
         tracing::debug!("a message before the response of a JSON-only stateless request was dropped");

@@ -101,9 +101,19 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
         },
         None => None,
     };
-    let _front = match &config.http {
+    let front = match &config.http {
         Some(http) => {
+            let tokens = match &http.token_file {
+                Some(path) => match read_tokens(path) {
+                    Ok(tokens) => tokens,
+                    Err(e) => return fail(e),
+                },
+                None => Vec::new(),
+            };
             let front = FrontConfig {
+                tokens,
+                max_sessions: http.max_sessions,
+                max_streams: http.max_streams,
                 addr: http.addr,
                 allow: Allow { hosts: http.allowed_hosts.clone(), origins: http.allowed_origins.clone() },
                 max_body,
@@ -147,6 +157,9 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                     } else {
                         tracing::info!("{signal}: draining every server and shutting down");
                         notifier.daemon_stopping();
+                        if let Some(front) = &front {
+                            front.close();
+                        }
                     }
                     stopping = true;
                     daemon.shutdown(signal).await;
@@ -214,6 +227,18 @@ fn socket_dir(config: &DaemonConfig, access: Access) -> Result<PathBuf, String> 
             Ok(dir)
         }
     }
+}
+
+/// The bearer tokens of `--http-token-file`: one per line; blank lines and `#` comments skipped.
+fn read_tokens(path: &std::path::Path) -> Result<Vec<String>, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the HTTP token file {}: {e}", path.display()))?;
+    let tokens: Vec<String> =
+        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_owned).collect();
+    if tokens.is_empty() {
+        return Err(format!("the HTTP token file {} has no token; put one per line", path.display()));
+    }
+    Ok(tokens)
 }
 
 fn fail(message: String) -> u8 {
