@@ -326,3 +326,22 @@ fn draining_finishes_requests_in_flight_and_turns_new_ones_away() {
     assert_eq!(slow.join().expect("slow").json()["result"]["slept_ms"], json!(800), "the request in flight finished");
     assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
 }
+
+#[test]
+fn a_broken_stream_is_resumed_with_last_event_id() {
+    let (_daemon, addr) = front("", &[("a", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str())];
+    let mut s = open(&addr, "POST", "/mcp/a", &with, &call(json!(2), "ask_client", json!({"method": "roots/list"})));
+    let (event_id, asked) = s.next_event_with_id().expect("the server's request");
+    drop(s); // the connection breaks before the response
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"roots": []}}).to_string();
+    assert_eq!(request(&addr, "POST", "/mcp/a", &with, &answer).status, 202);
+    let last = event_id.to_string();
+    let mut back = open(&addr, "GET", "/mcp/a", &[ACCEPT, ("Mcp-Session-Id", &sid), ("Last-Event-ID", &last)], "");
+    assert_eq!(back.status, 200);
+    let (id, response) = back.next_event_with_id().expect("the response, replayed");
+    assert!(id > event_id, "event ids grow within a session");
+    assert_eq!(response["id"], json!(2), "{response}");
+    assert!(back.next_event().is_none(), "the resumed POST stream ends with its response");
+}

@@ -183,7 +183,7 @@ async fn answer(session: &Session, mut parts: StreamParts, slot: Option<StreamSl
             return json(StatusCode::OK, first.line);
         }
         if let Some(slot) = slot {
-            return event_stream(Sse::new(Some(first), parts.rx, parts.ids, Box::new((parts.guard, slot))));
+            return event_stream(Sse::new(Some(first), parts.rx, Box::new((parts.guard, slot))));
         }
         // A client that takes JSON only: what comes before the response goes to its GET stream.
         session.divert(first.line);
@@ -221,8 +221,9 @@ pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<
     let Some(slot) = shared.limits.stream_slot(&session.server) else {
         return over_limit(None, "streams", shared.limits.max_streams);
     };
-    match session.open_stream() {
-        Ok(parts) => event_stream(Sse::new(None, parts.rx, parts.ids, Box::new((parts.guard, slot)))),
+    let last_event = header(req, "last-event-id").and_then(|id| id.trim().parse().ok());
+    match session.open_stream(last_event) {
+        Ok(parts) => event_stream(Sse::new(None, parts.rx, Box::new((parts.guard, slot)))),
         Err(_) => ended(None),
     }
 }

@@ -15,6 +15,7 @@ mod routes;
 pub mod session;
 mod sse;
 mod stateless;
+mod streams;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -1,7 +1,8 @@
 //! A handshake-era HTTP session: one client of a supervised server, as a `connect` connection
 //! is. It joins the server through an in-process port (so a per-client server gives it a process
 //! of its own, a shared one maps its ids beside the others'), and a dispatcher task sends each
-//! message from the server to the stream it belongs to ([`Routes`]).
+//! message from the server to the stream it belongs to ([`Streams`], which also keeps what was
+//! sent for a client that comes back with `Last-Event-ID`).
 //!
 //! The session outlives crashes of the server (the instance rebuilds it on the new process); it
 //! ends with DELETE, after `session-idle-timeout` without requests or open streams, or when the
@@ -9,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -18,10 +19,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::routes::{Backlog, Route, Routes};
-use super::sse::{Delivery, EventIds};
+use super::streams::{Key, Receiver, Streams};
 use crate::io::Inbox;
-use crate::protocol::jsonrpc::Id;
 
 pub struct Session {
     pub id: String,
@@ -36,43 +35,16 @@ struct Inner {
     state: Mutex<State>,
     last_active: Mutex<Instant>,
     open_streams: AtomicUsize,
-    next_event: AtomicU64,
 }
 
 #[derive(Default)]
 struct State {
-    routes: Routes,
-    /// Open POSTs by request id, with a serial number (a stream closing late must not close a
-    /// newer POST that reused its id).
-    posts: HashMap<Id, (u64, mpsc::UnboundedSender<Delivery>)>,
-    next_post: u64,
-    stream: Option<mpsc::UnboundedSender<Delivery>>,
-    backlog: Backlog,
+    streams: Streams,
     /// The server let go of the session.
     ended: bool,
 }
 
-impl State {
-    /// To the GET stream, or the backlog while none is open.
-    fn send_to_stream(&mut self, line: Bytes) {
-        match &self.stream {
-            Some(stream) => {
-                if let Err(e) = stream.send(Delivery { line, last: false }) {
-                    self.backlog.push(e.0.line);
-                }
-            }
-            None => self.backlog.push(line),
-        }
-    }
-}
-
-impl EventIds for Inner {
-    fn next_event_id(&self) -> u64 {
-        self.next_event.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
-/// Why a message could not be passed on.
+/// The session is over (ended by its server, its client, or expiry).
 #[derive(Debug)]
 pub struct Ended;
 
@@ -86,38 +58,23 @@ impl Inner {
     }
 }
 
-/// Closes what a stream held when its body is dropped.
+/// Tells the session when a stream's body is dropped (its client went away, or it ended).
 struct StreamGuard {
     inner: Arc<Inner>,
-    /// The POST's request and serial, or `None` for the GET stream.
-    request: Option<(Id, u64)>,
+    key: Key,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        let mut state = self.inner.state();
-        match &self.request {
-            Some((id, serial)) => {
-                if state.posts.get(id).is_some_and(|(s, _)| s == serial) {
-                    state.routes.close(id);
-                    state.posts.remove(id);
-                }
-            }
-            None => {
-                state.routes.set_stream_open(false);
-                state.stream = None;
-            }
-        }
-        drop(state);
+        self.inner.state().streams.closed(self.key);
         self.inner.open_streams.fetch_sub(1, Ordering::Relaxed);
         self.inner.touch();
     }
 }
 
-/// A stream's receiving end, with what the SSE body needs.
+/// A stream's receiving end, and the guard its body must hold.
 pub struct StreamParts {
-    pub rx: mpsc::UnboundedReceiver<Delivery>,
-    pub ids: Arc<dyn EventIds>,
+    pub rx: Receiver,
     pub guard: Box<dyn Send + Sync>,
 }
 
@@ -130,20 +87,18 @@ impl Session {
             state: Mutex::new(State::default()),
             last_active: Mutex::new(Instant::now()),
             open_streams: AtomicUsize::new(0),
-            next_event: AtomicU64::new(0),
         });
         let id = new_session_id();
         let task_inner = inner.clone();
         let session_id = id.clone();
         let dispatcher = tokio::spawn(async move {
             while let Some(line) = from_server.recv().await {
-                dispatch(&task_inner, line);
+                task_inner.state().streams.dispatch(line);
             }
-            // The server let go of the session: open POSTs end, later requests get 404.
+            // The server let go of the session: its streams end, later requests get 404.
             let mut state = task_inner.state();
             state.ended = true;
-            state.posts.clear();
-            state.stream = None;
+            state.streams.end();
             tracing::info!(session = session_id, "the server closed the HTTP session");
         });
         Session { id, server, inner, dispatcher }
@@ -166,59 +121,46 @@ impl Session {
     /// Passes a request to the server; what the server sends for it arrives on the returned
     /// stream, which ends after the response.
     pub fn request(&self, message: Bytes) -> Result<StreamParts, Ended> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let id = {
+        let opened = {
             let mut state = self.inner.state();
             if state.ended {
                 return Err(Ended);
             }
-            state.next_post += 1;
-            let serial = state.next_post;
-            let id = state.routes.open(&message);
-            if let Some(id) = &id {
-                state.posts.insert(id.clone(), (serial, tx));
-            }
-            id.map(|id| (id, serial))
+            state.streams.open_post(&message)
         };
         self.send(message)?;
-        Ok(self.parts(rx, id))
+        let (_, key, rx) = opened.ok_or(Ended)?;
+        Ok(self.parts(rx, key))
     }
 
-    /// Opens the session's GET stream (replacing an older one), starting with the backlog.
-    pub fn open_stream(&self) -> Result<StreamParts, Ended> {
-        let (tx, rx) = mpsc::unbounded_channel();
-        {
-            let mut state = self.inner.state();
-            if state.ended {
-                return Err(Ended);
-            }
-            if state.backlog.dropped > 0 {
-                tracing::warn!(
-                    session = self.id,
-                    dropped = state.backlog.dropped,
-                    "messages dropped while no GET stream was open"
-                );
-                state.backlog.dropped = 0;
-            }
-            for line in state.backlog.messages.drain(..) {
-                let _ = tx.send(Delivery { line, last: false });
-            }
-            state.routes.set_stream_open(true);
-            state.stream = Some(tx);
+    /// Opens the session's GET stream (replacing an older one), starting with the backlog; with
+    /// `last_event` (`Last-Event-ID`), resumes the stream that event was sent on instead.
+    pub fn open_stream(&self, last_event: Option<u64>) -> Result<StreamParts, Ended> {
+        let mut state = self.inner.state();
+        if state.ended {
+            return Err(Ended);
         }
-        Ok(self.parts(rx, None))
+        if let Some((key, rx)) = last_event.and_then(|id| state.streams.resume(id)) {
+            drop(state);
+            return Ok(self.parts(rx, key));
+        }
+        let (key, rx, dropped) = state.streams.open_get();
+        drop(state);
+        if dropped > 0 {
+            tracing::warn!(session = self.id, dropped, "messages dropped while no GET stream was open");
+        }
+        Ok(self.parts(rx, key))
     }
 
     /// Sends a message that came before a JSON-only client's response to the GET stream (or
     /// the backlog).
     pub fn divert(&self, line: Bytes) {
-        self.inner.state().send_to_stream(line);
+        self.inner.state().streams.to_get(line);
     }
 
-    fn parts(&self, rx: mpsc::UnboundedReceiver<Delivery>, request: Option<(Id, u64)>) -> StreamParts {
+    fn parts(&self, rx: Receiver, key: Key) -> StreamParts {
         self.inner.open_streams.fetch_add(1, Ordering::Relaxed);
-        let guard = StreamGuard { inner: self.inner.clone(), request };
-        StreamParts { rx, ids: self.inner.clone(), guard: Box::new(guard) }
+        StreamParts { rx, guard: Box::new(StreamGuard { inner: self.inner.clone(), key }) }
     }
 
     /// Ends the session: the server sees its client leave (after delivering what is due).
@@ -237,28 +179,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.close();
         self.dispatcher.abort();
-    }
-}
-
-/// Sends one message from the server where it belongs.
-fn dispatch(inner: &Inner, line: Bytes) {
-    let mut state = inner.state();
-    let state = &mut *state;
-    match state.routes.route(&line) {
-        Route::Post { request, last } => {
-            let delivered = match state.posts.get(&request) {
-                Some((_, tx)) => tx.send(Delivery { line, last }).is_ok(),
-                None => false,
-            };
-            if last || !delivered {
-                state.posts.remove(&request);
-            }
-            if !delivered {
-                tracing::warn!(%request, "a message for a request whose client went away was dropped");
-            }
-        }
-        Route::Stream | Route::Backlog => state.send_to_stream(line),
-        Route::Drop => tracing::warn!("a response whose client went away was dropped"),
     }
 }
 

@@ -20,22 +20,17 @@ use tokio::time::{sleep, Instant, Sleep};
 /// 100 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// One server message for a stream; `last` ends the stream after it.
+/// One server message for a stream, with its event id; `last` ends the stream after it.
 #[derive(Debug)]
 pub struct Delivery {
+    pub id: u64,
     pub line: Bytes,
     pub last: bool,
-}
-
-/// Numbers the events of one session.
-pub trait EventIds: Send + Sync {
-    fn next_event_id(&self) -> u64;
 }
 
 pub struct Sse {
     first: Option<Delivery>,
     rx: mpsc::UnboundedReceiver<Delivery>,
-    ids: std::sync::Arc<dyn EventIds>,
     keepalive: Pin<Box<Sleep>>,
     ended: bool,
     /// Dropped with the body: tells the session that the stream is gone.
@@ -44,20 +39,15 @@ pub struct Sse {
 
 impl Sse {
     /// A stream starting with `first` (if any), then what arrives on `rx`.
-    pub fn new(
-        first: Option<Delivery>,
-        rx: mpsc::UnboundedReceiver<Delivery>,
-        ids: std::sync::Arc<dyn EventIds>,
-        guard: Box<dyn Send + Sync>,
-    ) -> Sse {
-        Sse { first, rx, ids, keepalive: Box::pin(sleep(KEEPALIVE)), ended: false, _guard: guard }
+    pub fn new(first: Option<Delivery>, rx: mpsc::UnboundedReceiver<Delivery>, guard: Box<dyn Send + Sync>) -> Sse {
+        Sse { first, rx, keepalive: Box::pin(sleep(KEEPALIVE)), ended: false, _guard: guard }
     }
 
     fn event(&mut self, delivery: Delivery) -> Bytes {
         self.ended = delivery.last;
         self.keepalive.as_mut().reset(Instant::now() + KEEPALIVE);
         let mut out = Vec::with_capacity(delivery.line.len() + 40);
-        out.extend_from_slice(format!("id: {}\nevent: message\ndata: ", self.ids.next_event_id()).as_bytes());
+        out.extend_from_slice(format!("id: {}\nevent: message\ndata: ", delivery.id).as_bytes());
         out.extend_from_slice(&delivery.line);
         out.extend_from_slice(b"\n\n");
         Bytes::from(out)

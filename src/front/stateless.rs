@@ -10,16 +10,13 @@
 //! response is JSON, or an event stream when progress or a log message comes first; a
 //! `subscriptions/listen` is always a stream, of the notifications it asked for.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-
 use bytes::Bytes;
 use hyper::{Response, StatusCode};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::handshake::{event_stream, json, over_limit, rpc_error};
-use super::sse::{Delivery, EventIds, Sse};
+use super::sse::{Delivery, Sse};
 use super::{AttachError, Backends, Body, Shared};
 use crate::io::Inbox;
 use crate::port::any::AnyInput;
@@ -90,16 +87,6 @@ fn base64_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// Numbers one response stream's events.
-#[derive(Default)]
-struct Counter(AtomicU64);
-
-impl EventIds for Counter {
-    fn next_event_id(&self) -> u64 {
-        self.0.fetch_add(1, Ordering::Relaxed) + 1
-    }
-}
-
 /// Answers one stateless-era request (`body`, whose id is `id`).
 pub async fn post<T: Backends>(
     shared: &Shared<T>,
@@ -145,8 +132,7 @@ pub async fn post<T: Backends>(
             return json(StatusCode::OK, first.line);
         }
         if let Some(slot) = slot {
-            let ids: Arc<dyn EventIds> = Arc::new(Counter::default());
-            return event_stream(Sse::new(Some(first), rx, ids, Box::new((leaving, slot))));
+            return event_stream(Sse::new(Some(first), rx, Box::new((leaving, slot))));
         }
         // A JSON-only client: what comes before the response has nowhere to go.
         tracing::debug!("a message before the response of a JSON-only stateless request was dropped");
@@ -157,6 +143,8 @@ pub async fn post<T: Backends>(
 /// response (which ends it); a listen request's notifications. Broadcasts meant for the other
 /// clients of the process (list changes) are not this request's.
 async fn forward(mut from_server: Inbox, to: mpsc::UnboundedSender<Delivery>, id: Id, listen: bool) {
+    // Event ids only number the stream's events: the stateless era has no resumption.
+    let mut event = 0;
     while let Some(line) = from_server.recv().await {
         let (last, keep) = match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match &env.kind {
@@ -168,7 +156,8 @@ async fn forward(mut from_server: Inbox, to: mpsc::UnboundedSender<Delivery>, id
             },
             _ => (false, false),
         };
-        if keep && to.send(Delivery { line, last }).is_err() {
+        event += 1;
+        if keep && to.send(Delivery { id: event, line, last }).is_err() {
             return;
         }
         if last {

@@ -141,15 +141,24 @@ impl Streaming {
 
     /// The next event's data as JSON (comments skipped); `None` at the end of the stream.
     pub fn next_event(&mut self) -> Option<Value> {
+        self.next_event_with_id().map(|(_, data)| data)
+    }
+
+    /// The next event's id and data.
+    pub fn next_event_with_id(&mut self) -> Option<(u64, Value)> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
                 let text = String::from_utf8_lossy(&event);
-                let data: String = text.lines().filter_map(|l| l.strip_prefix("data:")).map(str::trim_start).collect();
+                let field = |name: &str| -> String {
+                    text.lines().filter_map(|l| l.strip_prefix(name)).map(str::trim_start).collect()
+                };
+                let data = field("data:");
                 if data.is_empty() {
                     continue;
                 }
-                return serde_json::from_str(&data).ok();
+                let id = field("id:").parse().unwrap_or(0);
+                return serde_json::from_str(&data).ok().map(|v| (id, v));
             }
             if !self.fill() {
                 return None;
