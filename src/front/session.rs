@@ -155,7 +155,7 @@ impl Session {
     /// Sends a message that came before a JSON-only client's response to the GET stream (or
     /// the backlog).
     pub fn divert(&self, line: Bytes) {
-        self.inner.state().streams.to_get(line);
+        self.inner.state().streams.send_to_get(line);
     }
 
     fn parts(&self, rx: Receiver, key: Key) -> StreamParts {

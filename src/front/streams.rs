@@ -163,13 +163,13 @@ impl Streams {
                     self.posts.remove(&request);
                 }
             }
-            Route::Stream | Route::Backlog => self.to_get(line),
+            Route::Stream | Route::Backlog => self.send_to_get(line),
             Route::Drop => tracing::warn!("a response for a request nobody waits for was dropped"),
         }
     }
 
     /// To the GET stream, or the backlog while none is open.
-    pub fn to_get(&mut self, line: Bytes) {
+    pub fn send_to_get(&mut self, line: Bytes) {
         let Some(serial) = self.get.as_ref().map(|(s, _)| *s) else { return self.backlog.push(line) };
         let delivery = self.event(Key::Get(serial), line, false);
         let failed = self.get.as_ref().and_then(|(_, tx)| tx.send(delivery).err());
@@ -225,15 +225,15 @@ mod tests {
     fn the_get_stream_gets_the_backlog_and_resumes_too() {
         let mut s = Streams::default();
         let changed = r#"{"jsonrpc":"2.0","method":"notifications/tools/list_changed"}"#;
-        s.to_get(line(changed));
+        s.send_to_get(line(changed));
         let (key, mut rx, dropped) = s.open_get();
         assert_eq!(dropped, 0);
         let first = rx.try_recv().expect("from the backlog");
         s.closed(key);
-        s.to_get(line(changed));
+        s.send_to_get(line(changed));
         let (_, mut back) = s.resume(first.id).expect("kept");
         assert!(back.try_recv().is_ok(), "what waited in the backlog meanwhile");
-        s.to_get(line(changed));
+        s.send_to_get(line(changed));
         assert!(back.try_recv().is_ok(), "the resumed stream is the GET stream again");
         assert!(s.resume(9999).is_none(), "an unknown event");
     }
