@@ -198,3 +198,33 @@ fn typescript_client_over_http_to_a_per_client_server_everything() {
 fn typescript_client_over_http_to_a_shared_mcp_server_time() {
     run_client_via_daemon(Peer::TypeScript, &time_server(), "shared", Via::Http);
 }
+
+#[test]
+fn the_mcp_inspector_cli_over_http_lists_and_calls_tools() {
+    let Some(dir) = interop_dir() else { return };
+    let everything = everything_node();
+    let time = time_server();
+    let table = format!(
+        "http = \"127.0.0.1:0\"\n[servers.everything]\ncommand = {everything:?}\n[servers.time]\ncommand = {time:?}\nshare = \"shared\"\n"
+    );
+    let daemon = Daemon::start(&table, &["everything", "time"]);
+    let addr = daemon.http_addr();
+    let inspector = |url: String, args: &[&str]| {
+        let out = Command::new(dir.join("node_modules/.bin/mcp-inspector"))
+            .arg("--cli")
+            .arg(url)
+            .args(["--transport", "http"])
+            .args(args)
+            .output()
+            .expect("run the inspector");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{text}\n{}\n{}", String::from_utf8_lossy(&out.stderr), daemon.log());
+        serde_json::from_str::<serde_json::Value>(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+    };
+    // The Inspector appends /mcp to a URL that does not end with it: /NAME/mcp is the same endpoint.
+    let tools = inspector(format!("http://{addr}/everything/mcp"), &["--method", "tools/list"]);
+    assert!(tools["tools"].as_array().is_some_and(|t| t.iter().any(|t| t["name"] == json!("echo"))), "{tools}");
+    let call = ["--method", "tools/call", "--tool-name", "get_current_time", "--tool-arg", "timezone=UTC"];
+    let now = inspector(format!("http://{addr}/time/mcp"), &call);
+    assert_eq!(now["structuredContent"]["timezone"], json!("UTC"), "{now}");
+}

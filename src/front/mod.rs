@@ -182,9 +182,9 @@ async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Respo
                 .unwrap_or(crate::http::observe(req.method(), &path, &shared.target).await.map(|b| b.boxed_unsync()));
         }
         "/mcp" => None,
-        p => match p.strip_prefix("/mcp/") {
-            Some(name) if !name.is_empty() && !name.contains('/') => Some(name.to_owned()),
-            _ => return plain(StatusCode::NOT_FOUND, "MCP endpoints are at /mcp/NAME\n"),
+        p => match server_in_path(p) {
+            Some(name) => Some(name.to_owned()),
+            None => return plain(StatusCode::NOT_FOUND, "MCP endpoints are at /mcp/NAME\n"),
         },
     };
     if let Some(refused) = checks(shared, &req) {
@@ -219,6 +219,13 @@ async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Respo
     }
 }
 
+/// The server a path names: `/mcp/NAME`, or `/NAME/mcp` for tools that take a base URL and
+/// append `/mcp` to it (the MCP Inspector does).
+fn server_in_path(path: &str) -> Option<&str> {
+    let name = path.strip_prefix("/mcp/").or_else(|| path.strip_prefix('/')?.strip_suffix("/mcp"))?;
+    (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
 /// The Host and Origin checks; a refusal is the response.
 fn checks<T>(shared: &Shared<T>, req: &Request<Incoming>) -> Option<Response<Body>> {
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
@@ -232,6 +239,18 @@ fn checks<T>(shared: &Shared<T>, req: &Request<Incoming>) -> Option<Response<Bod
             let message = refusal.message();
             tracing::warn!("HTTP front: request refused: {message}");
             Some(plain(StatusCode::FORBIDDEN, &format!("{message}\n")))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_server_is_named_in_either_path() {
+        assert_eq!(super::server_in_path("/mcp/time"), Some("time"));
+        assert_eq!(super::server_in_path("/time/mcp"), Some("time"));
+        for path in ["/mcp/", "/mcp/a/b", "/a/b/mcp", "//mcp", "/time", "/"] {
+            assert_eq!(super::server_in_path(path), None, "{path}");
         }
     }
 }
