@@ -243,6 +243,14 @@ fn checks<T>(shared: &Shared<T>, req: &Request<Incoming>) -> Option<Response<Bod
     }
 }
 
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::from(text.to_owned())).boxed_unsync());
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -253,12 +261,4 @@ mod tests {
             assert_eq!(super::server_in_path(path), None, "{path}");
         }
     }
-}
-
-fn plain(status: StatusCode, text: &str) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::from(text.to_owned())).boxed_unsync());
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"));
-    resp
 }
