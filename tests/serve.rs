@@ -110,7 +110,7 @@ fn the_restart_limit_is_the_servers_and_holds_across_a_restart_of_the_daemon() {
 fn with_a_log_dir_each_server_logs_to_a_file_of_its_own_rotated_by_size() {
     let config =
         format!("log-max-size = \"4KiB\"\nlog-max-files = 2\n{}{}", server_table("a", ""), server_table("b", ""));
-    let daemon = Daemon::start_with_log_dir(&config, &["a", "b"]);
+    let mut daemon = Daemon::start_with_log_dir(&config, &["a", "b"]);
     let logs = daemon.dir.path().join("logs");
     let mut a = daemon.connect("a");
     let mut b = daemon.connect("b");
@@ -132,6 +132,9 @@ fn with_a_log_dir_each_server_logs_to_a_file_of_its_own_rotated_by_size() {
     let daemon_log = read("mcpvisor.log");
     assert!(daemon_log.contains("mcpvisor serve ready"), "{daemon_log}");
     assert!(!daemon_log.contains("test-server: log line") && !daemon_log.contains("only-in-b"), "{daemon_log}");
+    // The log's writer thread lets the daemon exit.
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
 }
 
 #[test]
@@ -381,6 +384,24 @@ fn sigterm_drains_a_shared_server_once() {
     assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
     assert!(group_members(pid as i32).is_empty());
     assert!(!daemon.log().contains("skipping the waits"), "{}", daemon.log());
+}
+
+#[test]
+fn sigterm_stops_a_shared_server_with_no_clients_gracefully() {
+    let mut daemon = Daemon::start(&server_table("s", "share = \"shared\""), &["s"]);
+    let mut a = daemon.connect("s");
+    a.initialize();
+    let pid = pid_of(&a.request(1, "echo", json!({})));
+    a.close_stdin();
+    assert_eq!(a.wait_exit(TIMEOUT).code(), Some(0));
+    daemon.wait_status("s", "the process idle without clients", |s| s["clients"] == json!(0));
+    daemon.signal(Signal::SIGTERM);
+    assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
+    // Its stdin was closed and it exited by itself, not killed with the daemon.
+    let log = daemon.log();
+    assert!(log.contains("test-server: stdin closed"), "{log}");
+    assert!(log.contains("server stopped: exit code 0"), "{log}");
+    assert!(!process_alive(pid as i32));
 }
 
 fn env_of(client: &mut Visor, id: i64) -> Value {

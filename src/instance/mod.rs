@@ -251,7 +251,7 @@ impl<I: ClientInput> Instance<I> {
             errors = self.metrics.errors.values().sum::<u64>(),
             restarts = self.metrics.restarts,
             state = self.life.state().name(),
-            "mcpvisor exiting"
+            "instance ended"
         );
         self.end_generation_processes();
         let Instance { client, metrics, .. } = self;

@@ -87,10 +87,18 @@ const QUEUED_LINES: usize = super::QUEUED_LINES;
 
 type Line = (Option<Arc<str>>, Vec<u8>);
 
+/// What the writer thread is sent.
+enum Msg {
+    Line(Line),
+    /// Write what came before, then stop. (The global subscriber keeps writers, so the channel
+    /// itself never closes.)
+    Stop,
+}
+
 /// The formatting layer's writer: hands each line, with its route, to the writer thread.
 #[derive(Clone)]
 pub struct RoutedWriter {
-    lines: SyncSender<Line>,
+    lines: SyncSender<Msg>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -102,7 +110,9 @@ pub struct RoutedGuard {
 
 impl Drop for RoutedGuard {
     fn drop(&mut self) {
-        self.writer = None;
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.lines.send(Msg::Stop);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -156,7 +166,7 @@ impl Drop for LineWriter {
             return;
         }
         let line = (self.route.take(), std::mem::take(&mut self.buf));
-        if let Err(TrySendError::Full(_)) = self.writer.lines.try_send(line) {
+        if let Err(TrySendError::Full(_)) = self.writer.lines.try_send(Msg::Line(line)) {
             self.writer.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -171,11 +181,19 @@ struct Files {
 }
 
 impl Files {
-    fn run(mut self, queue: Receiver<Line>, dropped: &AtomicU64) {
+    fn run(mut self, queue: Receiver<Msg>, dropped: &AtomicU64) {
         let mut failed = false;
-        while let Ok(mut line) = queue.recv() {
+        let mut stop = false;
+        while let Ok(mut msg) = queue.recv() {
             // Write what is queued, then flush once the queue is empty.
             loop {
+                let line = match msg {
+                    Msg::Line(line) => line,
+                    Msg::Stop => {
+                        stop = true;
+                        break;
+                    }
+                };
                 let lost = dropped.swap(0, Ordering::Relaxed);
                 if lost > 0 {
                     let note = format!("mcpvisor: {lost} log lines were dropped: the log could not keep up\n");
@@ -188,13 +206,16 @@ impl Files {
                     failed = true;
                 }
                 match queue.try_recv() {
-                    Ok(next) => line = next,
+                    Ok(next) => msg = next,
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
                 }
             }
             let _ = self.daemon.flush();
             for file in self.servers.values_mut() {
                 let _ = file.flush();
+            }
+            if stop {
+                return;
             }
         }
     }
@@ -223,10 +244,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let rotation = Rotation { max_size: 1 << 20, max_files: 2 };
         let (writer, guard) = start(dir.path().to_owned(), rotation).expect("start");
+        // The subscriber outlives the guard, as the global one does.
         let subscriber = tracing_subscriber::registry()
             .with(RouteLayer)
             .with(tracing_subscriber::fmt::layer().with_writer(writer).with_ansi(false));
-        tracing::subscriber::with_default(subscriber, || {
+        let subscriber = std::sync::Arc::new(subscriber);
+        tracing::subscriber::with_default(subscriber.clone(), || {
             tracing::info!("daemon starting");
             let span = tracing::info_span!(SERVER_SPAN, server = "time");
             span.in_scope(|| {

@@ -231,12 +231,16 @@ impl Server {
         }
     }
 
-    /// Waits until every session has ended.
+    /// Waits until every client has left and every process has stopped (a shared server's
+    /// process may be running with no client).
     pub async fn stopped(&self) {
         loop {
             let notified = self.shared.ended.notified();
-            if self.shared.live().clients == 0 {
-                return;
+            {
+                let live = self.shared.live();
+                if live.clients == 0 && live.sessions.is_empty() {
+                    return;
+                }
             }
             notified.await;
         }
@@ -369,6 +373,8 @@ pub(super) async fn run_instance<I: ClientInput>(
     let mut live = shared.live();
     live.sessions.remove(&key);
     live.past.add(&counters);
+    drop(live);
+    shared.ended.notify_waiters();
 }
 
 /// The control socket's view of a server.
