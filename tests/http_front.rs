@@ -49,6 +49,12 @@ fn session(addr: &str, path: &str) -> String {
     id
 }
 
+/// POSTs `body` in session `sid` on another thread (a request that stays in flight meanwhile).
+fn in_background(addr: &str, path: &str, sid: &str, body: String) -> std::thread::JoinHandle<support::http::Reply> {
+    let (addr, path, sid) = (addr.to_owned(), path.to_owned(), sid.to_owned());
+    std::thread::spawn(move || request(&addr, "POST", &path, &[ACCEPT, ("Mcp-Session-Id", &sid)], &body))
+}
+
 #[test]
 fn a_session_lives_from_initialize_to_delete_with_the_status_codes_of_the_spec() {
     let (_daemon, addr) = front("", &[("a", ""), ("b", "")]);
@@ -109,18 +115,7 @@ fn related_messages_come_first_on_an_event_stream_and_the_rest_on_the_get_stream
     // With two requests in flight a notification is related to neither: the GET stream has it.
     let mut get = open(&addr, "GET", "/mcp", &with, "");
     assert_eq!(get.status, 200);
-    let slow = {
-        let (addr, sid) = (addr.clone(), sid.clone());
-        std::thread::spawn(move || {
-            request(
-                &addr,
-                "POST",
-                "/mcp",
-                &[ACCEPT, ("Mcp-Session-Id", &sid)],
-                &call(json!(4), "slow", json!({"ms": 1500})),
-            )
-        })
-    };
+    let slow = in_background(&addr, "/mcp", &sid, call(json!(4), "slow", json!({"ms": 1500})));
     wait_for("the slow request in flight", TIMEOUT, || {
         let status = status_json(&_daemon.runtime_dir, "a").1;
         (status["in_flight"] == json!(1)).then_some(())
@@ -304,18 +299,7 @@ fn sessions_and_streams_are_limited_per_server() {
 fn draining_finishes_requests_in_flight_and_turns_new_ones_away() {
     let (mut daemon, addr) = front("", &[("a", "")]);
     let sid = session(&addr, "/mcp/a");
-    let slow = {
-        let (addr, sid) = (addr.clone(), sid.clone());
-        std::thread::spawn(move || {
-            request(
-                &addr,
-                "POST",
-                "/mcp/a",
-                &[ACCEPT, ("Mcp-Session-Id", &sid)],
-                &call(json!(2), "slow", json!({"ms": 800})),
-            )
-        })
-    };
+    let slow = in_background(&addr, "/mcp/a", &sid, call(json!(2), "slow", json!({"ms": 800})));
     daemon.wait_status("a", "the slow request in flight", |s| s["in_flight"] == json!(1));
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     let refused = wait_for("a 503 while draining", TIMEOUT, || {

@@ -207,11 +207,21 @@ pub(super) fn event_stream(body: Sse) -> Response<Body> {
     resp
 }
 
-pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<Incoming>) -> Response<Body> {
+/// The session a GET or DELETE is for (the stateless era has none: 405).
+fn session_of<T: Backends>(
+    shared: &Shared<T>,
+    server: Option<&str>,
+    req: &Request<Incoming>,
+) -> Result<Arc<Session>, Box<Response<Body>>> {
     if header(req, VERSION_HEADER) == Some(STATELESS_VERSION) {
-        return super::plain(StatusCode::METHOD_NOT_ALLOWED, "the stateless era has no GET stream\n");
+        let text = "the stateless era has no sessions: POST only\n";
+        return Err(Box::new(super::plain(StatusCode::METHOD_NOT_ALLOWED, text)));
     }
-    let session = match find_session(shared, server, header(req, SESSION_HEADER)) {
+    find_session(shared, server, header(req, SESSION_HEADER))
+}
+
+pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<Incoming>) -> Response<Body> {
+    let session = match session_of(shared, server, req) {
         Ok(s) => s,
         Err(resp) => return *resp,
     };
@@ -229,10 +239,7 @@ pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<
 }
 
 pub fn delete<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<Incoming>) -> Response<Body> {
-    if header(req, VERSION_HEADER) == Some(STATELESS_VERSION) {
-        return super::plain(StatusCode::METHOD_NOT_ALLOWED, "the stateless era has no sessions\n");
-    }
-    let session = match find_session(shared, server, header(req, SESSION_HEADER)) {
+    let session = match session_of(shared, server, req) {
         Ok(s) => s,
         Err(resp) => return *resp,
     };
