@@ -329,3 +329,45 @@ fn a_broken_stream_is_resumed_with_last_event_id() {
     assert_eq!(response["id"], json!(2), "{response}");
     assert!(back.next_event().is_none(), "the resumed POST stream ends with its response");
 }
+
+#[test]
+fn https_with_a_certificate_and_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).expect("a self-signed certificate");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write");
+    std::fs::write(&key, certified.key_pair.serialize_pem()).expect("write");
+    let top = format!("tls-cert = {:?}\ntls-key = {:?}", cert.display().to_string(), key.display().to_string());
+    let (_daemon, addr) = front(&top, &[("a", "")]);
+    let port = addr.rsplit(':').next().expect("a port").to_owned();
+    // A client that checks the certificate (Python's ssl, with the certificate as its CA).
+    let client = r#"
+import http.client, json, ssl, sys
+ctx = ssl.create_default_context(cafile=sys.argv[2])
+c = http.client.HTTPSConnection("localhost", int(sys.argv[1]), context=ctx)
+body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+c.request("POST", "/mcp/a", body=body, headers={"Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream"})
+r = c.getresponse()
+print(r.status, r.getheader("mcp-session-id") is not None, json.loads(r.read())["result"]["serverInfo"]["name"])
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", client, &port, &cert.display().to_string()])
+        .output()
+        .expect("run python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "200 True test-server",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Plain HTTP on the TLS port gets nothing useful.
+    let mut plain = std::net::TcpStream::connect(&addr).expect("connect");
+    plain.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+    std::io::Write::write_all(&mut plain, b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "no plain HTTP on the TLS port");
+}

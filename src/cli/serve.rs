@@ -110,6 +110,14 @@ pub struct DaemonOptions {
     /// is answered as JSON.
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_streams: usize,
+
+    /// Serve HTTPS: the certificate chain (PEM) for --http; with --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -231,6 +239,10 @@ impl ServeArgs {
 
     fn daemon(&self, servers: Vec<ServerConfig>) -> Result<DaemonConfig, String> {
         let socket_group = self.daemon.socket_group.as_deref().map(socket_group).transpose()?;
+        // Checked here, not by clap: each key of the file is checked on its own.
+        if self.daemon.tls_cert.is_some() != self.daemon.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together: give both, or neither".into());
+        }
         Ok(DaemonConfig {
             socket_dir: self.daemon.runtime_dir.clone(),
             metrics_addr: self.daemon.metrics_addr,
@@ -246,6 +258,7 @@ impl ServeArgs {
                 token_file: self.daemon.http_token_file.clone(),
                 max_sessions: self.daemon.max_sessions,
                 max_streams: self.daemon.max_streams,
+                tls: self.daemon.tls_cert.clone().zip(self.daemon.tls_key.clone()),
             }),
             servers,
         })
@@ -323,5 +336,7 @@ mod tests {
         let e = config("[servers.\"a b\"]\ncommand = [\"x\"]\n", &[]).unwrap_err();
         assert!(e.contains("letters, digits"), "{e}");
         assert!(config("log-level = \"debug\"\n", &[]).unwrap_err().contains("no servers"));
+        let e = config("tls-cert = \"c.pem\"\n[servers.a]\ncommand = [\"x\"]\n", &[]).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
     }
 }

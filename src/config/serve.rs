@@ -85,6 +85,8 @@ pub struct HttpConfig {
     pub token_file: Option<PathBuf>,
     pub max_sessions: usize,
     pub max_streams: usize,
+    /// Certificate chain and key files, for HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// A group admitted to the daemon's sockets.

@@ -16,9 +16,11 @@ pub mod session;
 mod sse;
 mod stateless;
 mod streams;
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +66,8 @@ pub struct FrontConfig {
     /// Open sessions and open event streams per server.
     pub max_sessions: usize,
     pub max_streams: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why a client could not join a server.
@@ -113,6 +117,10 @@ struct Shared<T> {
 
 impl Front {
     pub async fn bind<T: Backends>(config: FrontConfig, target: T) -> std::io::Result<Front> {
+        let tls = match &config.tls {
+            Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+            None => None,
+        };
         let listener = TcpListener::bind(config.addr).await?;
         let addr = listener.local_addr()?;
         let closing = Arc::new(AtomicBool::new(false));
@@ -137,18 +145,15 @@ impl Front {
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| {
-                        let shared = shared.clone();
-                        async move { Ok::<_, Infallible>(route(&shared, req).await) }
-                    });
-                    let conn = http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_TIMEOUT)
-                        .max_buf_size(MAX_HEADERS)
-                        .serve_connection(TokioIo::new(stream), service);
-                    if let Err(e) = conn.await {
-                        tracing::debug!("HTTP front connection: {e}");
+                    match tls {
+                        None => serve_connection(stream, shared).await,
+                        Some(acceptor) => match tokio::time::timeout(HEADER_TIMEOUT, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, shared).await,
+                            Ok(Err(e)) => tracing::debug!("HTTP front: TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!("HTTP front: TLS handshake timed out"),
+                        },
                     }
                 });
             }
@@ -159,6 +164,25 @@ impl Front {
     /// The daemon is draining: requests in flight finish, new ones get 503 with Retry-After.
     pub fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes.
+async fn serve_connection<T: Backends, I>(io: I, shared: Arc<Shared<T>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(route(&shared, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEADERS)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = conn.await {
+        tracing::debug!("HTTP front connection: {e}");
     }
 }
 

@@ -99,7 +99,8 @@ impl Daemon {
     pub fn http_addr(&self) -> String {
         wait_for("the HTTP front", TIMEOUT, || {
             let log = self.log();
-            let rest = log.split("HTTP front ready: http://").nth(1)?;
+            let rest = log.split("HTTP front ready: ").nth(1)?;
+            let rest = rest.trim_start_matches("https://").trim_start_matches("http://");
             rest.split("/mcp").next().map(str::to_owned)
         })
     }

@@ -114,6 +114,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                 tokens,
                 max_sessions: http.max_sessions,
                 max_streams: http.max_streams,
+                tls: http.tls.clone(),
                 addr: http.addr,
                 allow: Allow { hosts: http.allowed_hosts.clone(), origins: http.allowed_origins.clone() },
                 max_body,
@@ -121,7 +122,8 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
             };
             match Front::bind(front, target.clone()).await {
                 Ok(front) => {
-                    tracing::info!(addr = %front.addr, "HTTP front ready: http://{}/mcp/NAME", front.addr);
+                    let scheme = if http.tls.is_some() { "https" } else { "http" };
+                    tracing::info!(addr = %front.addr, "HTTP front ready: {scheme}://{}/mcp/NAME", front.addr);
                     Some(front)
                 }
                 Err(e) => return fail(format!("cannot serve HTTP on {}: {e}", http.addr)),
