@@ -22,12 +22,15 @@
 //!    session is gone).
 //!
 //! The servers are this bench binary itself: with `MCPVISOR_BENCH_ECHO=1` it is an echo MCP server
-//! (as in `benches/relay.rs`). Each daemon runs in a temporary directory (`MCPVISOR_RUNTIME_DIR`,
+//! (`benches/common`). Each daemon runs in a temporary directory (`MCPVISOR_RUNTIME_DIR`,
 //! `--state-dir`, `--log-file`) at the default log level. Results are printed as a table with each
 //! figure's target, and written as JSON to `target/bench-serve.json`. Every process started is
 //! killed on the way out, also when the bench fails half way.
 
-use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+#[path = "common/mod.rs"]
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -38,23 +41,17 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-const ECHO_ENV: &str = "MCPVISOR_BENCH_ECHO";
-const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
-const INITIALIZE_RESULT: &str =
-    r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"echo","version":"1"}}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+use common::{echo_server, mcpvisor_bin, median, poll, wait_for, ECHO_ENV, INITIALIZE, INITIALIZED, PATIENCE};
+
 /// Round trips timed in a row on one path before the next path's turn.
 const RTT_BLOCK: usize = 50;
-/// How long anything may take before the bench gives up (a daemon that never answers).
-const PATIENCE: Duration = Duration::from_secs(30);
 
 fn main() {
     if std::env::var_os(ECHO_ENV).is_some() {
         echo_server();
         return;
     }
-    let quick = std::env::args().any(|a| a == "--quick") || std::env::var_os("MCPVISOR_BENCH_QUICK").is_some();
-    let cfg = if quick { Config::quick() } else { Config::full() };
+    let cfg = if common::quick() { Config::quick() } else { Config::full() };
     let dir = tempfile::Builder::new().prefix("mcpvisor-bench-serve").tempdir().expect("temporary directory");
 
     eprintln!("memory: {} lazy servers, {} clients", cfg.servers, cfg.clients);
@@ -368,29 +365,6 @@ impl Drop for Daemon {
     }
 }
 
-/// The release build of mcpvisor, the one `cargo bench` builds.
-fn mcpvisor_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mcpvisor"))
-}
-
-/// Polls `done` every 10 ms for up to `timeout`; whether it came true.
-fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if done() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn wait_for(what: &str, done: impl FnMut() -> bool) {
-    assert!(poll(PATIENCE, done), "timed out waiting for {what}");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Clients
 
@@ -438,10 +412,7 @@ impl Client {
 
     /// Microseconds for one small `tools/call` and its answer.
     fn round_trip_us(&mut self, i: usize) -> f64 {
-        let request = format!(
-            r#"{{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{{"name":"echo","arguments":{{"x":"abcdefgh"}}}}}}"#,
-            i + 1
-        );
+        let request = common::tools_call(i as u64 + 1);
         let t = Instant::now();
         self.call(&request);
         t.elapsed().as_secs_f64() * 1e6
@@ -572,45 +543,4 @@ fn write_json(cfg: &Config, m: &Memory, s: &Shared, c: &Churn, rows: &[Row]) {
         Ok(()) => println!("\nJSON: {}", path.display()),
         Err(e) => eprintln!("cannot write {}: {e}", path.display()),
     }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-// ---------------------------------------------------------------------------------------------
-// The echo server
-
-/// Answers `initialize` with a real result (a shared server's is cached by protocol version) and
-/// every other request with `{"echo": PARAMS}` (as `benches/relay.rs` does), until its input ends.
-fn echo_server() {
-    #[derive(serde::Deserialize)]
-    struct Request<'a> {
-        #[serde(borrow)]
-        id: Option<&'a serde_json::value::RawValue>,
-        #[serde(borrow)]
-        method: Option<&'a str>,
-        #[serde(borrow)]
-        params: Option<&'a serde_json::value::RawValue>,
-    }
-    let stdin = std::io::stdin();
-    let mut input = BufReader::new(stdin.lock());
-    let stdout = std::io::stdout();
-    let mut out = BufWriter::new(stdout.lock());
-    let mut line = Vec::new();
-    while input.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-        if let Ok(Request { id: Some(id), method, params }) = serde_json::from_slice::<Request<'_>>(&line) {
-            let result = match method {
-                Some("initialize") => INITIALIZE_RESULT.to_owned(),
-                _ => format!(r#"{{"echo":{}}}"#, params.map_or("null", |p| p.get())),
-            };
-            let _ = writeln!(out, r#"{{"jsonrpc":"2.0","id":{},"result":{result}}}"#, id.get());
-        }
-        if input.buffer().is_empty() && out.flush().is_err() {
-            break;
-        }
-        line.clear();
-    }
-    let _ = out.flush();
 }
