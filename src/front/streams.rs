@@ -67,7 +67,9 @@ impl Streams {
         self.next_event += 1;
         let id = self.next_event;
         self.replay_bytes += line.len();
-        self.replay.push_back(Kept { id, key, line: line.clone(), last });
+        // A copy: the line is a slice of the buffer it was read into (64 KiB), which keeping it
+        // would keep whole.
+        self.replay.push_back(Kept { id, key, line: Bytes::copy_from_slice(&line), last });
         while self.replay.len() > REPLAY_EVENTS || self.replay_bytes > REPLAY_BYTES {
             match self.replay.pop_front() {
                 Some(old) => self.replay_bytes -= old.line.len(),
