@@ -148,7 +148,8 @@ impl Backlog {
             self.messages.pop_front();
             self.dropped += 1;
         }
-        self.messages.push_back(message);
+        // A copy, as the replay buffer keeps: the line may be a slice of a 64 KiB read buffer.
+        self.messages.push_back(bytes::Bytes::copy_from_slice(&message));
     }
 }
 
