@@ -93,8 +93,12 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
     };
     let kind = match jsonrpc::parse(&body) {
         Ok(Message::Single(env)) => {
-            let meta = jsonrpc::Params::read(env.params).meta;
-            stateless |= meta.and_then(|m| m.protocol_version).is_some_and(|v| v == STATELESS_VERSION);
+            // Only a message outside any session can be of the stateless era (its `_meta` says
+            // so when the header does not): a session's messages are not read twice for it.
+            if session.is_none() && !stateless {
+                let meta = jsonrpc::Params::read(env.params).meta;
+                stateless = meta.and_then(|m| m.protocol_version).is_some_and(|v| v == STATELESS_VERSION);
+            }
             env.kind
         }
         Ok(Message::Batch(_)) => {
