@@ -228,3 +228,21 @@ fn the_mcp_inspector_cli_over_http_lists_and_calls_tools() {
     let now = inspector(format!("http://{addr}/time/mcp"), &call);
     assert_eq!(now["structuredContent"]["timezone"], json!("UTC"), "{now}");
 }
+
+#[test]
+fn typescript_client_over_http_gets_progress_and_answers_sampling_of_server_everything() {
+    let Some(dir) = interop_dir() else { return };
+    let table = format!("http = \"127.0.0.1:0\"\n[servers.everything]\ncommand = {:?}\n", everything_node());
+    let daemon = Daemon::start(&table, &["everything"]);
+    let url = format!("http://{}/mcp/everything", daemon.http_addr());
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/ts_http_traffic.cjs");
+    let out = Command::new("node").arg(script).arg(&dir).arg(url).output().expect("run node");
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}\ndaemon log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        daemon.log()
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+}
