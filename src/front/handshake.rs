@@ -19,6 +19,7 @@ use hyper::{Request, Response, StatusCode};
 
 use super::checks::{self, STATELESS_VERSION};
 use super::limits::StreamSlot;
+use super::routes::request_token;
 use super::session::{Session, StreamParts};
 use super::sse::Sse;
 use super::stateless;
@@ -91,8 +92,13 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
         }
         Err(e) => return rpc_error(StatusCode::BAD_REQUEST, None, -32600, &format!("cannot read the body: {e}")),
     };
+    // The progress token of a request, read here once for the session's routing.
+    let mut token = None;
     let kind = match jsonrpc::parse(&body) {
         Ok(Message::Single(env)) => {
+            if matches!(env.kind, Kind::Request { .. }) {
+                token = request_token(env.params);
+            }
             // Only a message outside any session can be of the stateless era (its `_meta` says
             // so when the header does not): a session's messages are not read twice for it.
             if session.is_none() && !stateless {
@@ -128,7 +134,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
     };
     let is_initialize = matches!(&kind, Kind::Request { method, .. } if method == "initialize");
     let mut resp = match kind {
-        Kind::Request { id, .. } => match session.request(body) {
+        Kind::Request { id, .. } => match session.request(body, id.clone(), token) {
             Ok(parts) => {
                 let slot = if sse { shared.limits.stream_slot(&session.server) } else { None };
                 answer(&session, parts, slot, &id).await

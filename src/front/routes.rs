@@ -65,17 +65,19 @@ fn token(params: Option<&str>, in_meta: bool) -> Option<String> {
     raw.map(|r| r.get().to_owned())
 }
 
+/// The progress token a request's `params._meta` gives, as JSON text.
+pub fn request_token(params: Option<&str>) -> Option<String> {
+    token(params, true)
+}
+
 impl Routes {
     /// A POSTed request is on its way to the server; its answers come back on that POST.
-    pub fn open(&mut self, request: &[u8]) -> Option<Id> {
-        let Ok(Message::Single(env)) = jsonrpc::parse(request) else { return None };
-        let Kind::Request { id, .. } = env.kind else { return None };
-        let token = token(env.params, true);
+    /// (`token`: the request's progress token, [`request_token`], read where the request was.)
+    pub fn open(&mut self, id: Id, token: Option<String>) {
         if let Some(t) = &token {
             self.tokens.insert(t.clone(), id.clone());
         }
-        self.posts.insert(id.clone(), token);
-        Some(id)
+        self.posts.insert(id, token);
     }
 
     /// The POST's client went away (or its response was delivered).
@@ -161,10 +163,18 @@ mod tests {
         Id::Number(n.to_string().into())
     }
 
+    /// Opens the POST of `request` as the handler does; its id.
+    fn open(r: &mut Routes, request: &[u8]) -> Option<Id> {
+        let Ok(Message::Single(env)) = jsonrpc::parse(request) else { return None };
+        let Kind::Request { id, .. } = env.kind else { return None };
+        r.open(id.clone(), request_token(env.params));
+        Some(id)
+    }
+
     #[test]
     fn a_response_goes_to_its_post_and_closes_it() {
         let mut r = Routes::default();
-        assert_eq!(r.open(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), Some(id(1)));
+        assert_eq!(open(&mut r, br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#), Some(id(1)));
         assert_eq!(r.route(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Route::Post { request: id(1), last: true });
         assert_eq!(r.open_posts(), 0);
         assert_eq!(r.route(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#), Route::Drop, "answered already");
@@ -173,8 +183,8 @@ mod tests {
     #[test]
     fn progress_follows_its_token_even_with_other_posts_open() {
         let mut r = Routes::default();
-        r.open(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t1"}}}"#);
-        r.open(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"_meta":{"progressToken":7}}}"#);
+        open(&mut r, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t1"}}}"#);
+        open(&mut r, br#"{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"_meta":{"progressToken":7}}}"#);
         let progress = |token: &str| {
             format!(
                 r#"{{"jsonrpc":"2.0","method":"notifications/progress","params":{{"progressToken":{token},"progress":1}}}}"#
@@ -195,9 +205,9 @@ mod tests {
         assert_eq!(r.route(changed), Route::Backlog);
         r.set_stream_open(true);
         assert_eq!(r.route(changed), Route::Stream);
-        r.open(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#);
+        open(&mut r, br#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#);
         assert_eq!(r.route(sampling), Route::Post { request: id(1), last: false });
-        r.open(br#"{"jsonrpc":"2.0","id":2,"method":"tools/call"}"#);
+        open(&mut r, br#"{"jsonrpc":"2.0","id":2,"method":"tools/call"}"#);
         assert_eq!(r.route(sampling), Route::Stream, "ambiguous between two POSTs");
     }
 

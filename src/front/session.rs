@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::streams::{Key, Receiver, Streams};
 use crate::io::Inbox;
+use crate::protocol::jsonrpc::Id;
 
 pub struct Session {
     pub id: String,
@@ -120,16 +121,16 @@ impl Session {
 
     /// Passes a request to the server; what the server sends for it arrives on the returned
     /// stream, which ends after the response.
-    pub fn request(&self, message: Bytes) -> Result<StreamParts, Ended> {
-        let opened = {
+    /// (`id` and `token`: the request's id and progress token, read by the caller.)
+    pub fn request(&self, message: Bytes, id: Id, token: Option<String>) -> Result<StreamParts, Ended> {
+        let (key, rx) = {
             let mut state = self.inner.state();
             if state.ended {
                 return Err(Ended);
             }
-            state.streams.open_post(&message)
+            state.streams.open_post(id, token)
         };
         self.send(message)?;
-        let (_, key, rx) = opened.ok_or(Ended)?;
         Ok(self.parts(rx, key))
     }
 

@@ -79,13 +79,14 @@ impl Streams {
         Delivery { id, line, last }
     }
 
-    /// A POSTed request is on its way: its stream, with the request's id and the stream's key.
-    pub fn open_post(&mut self, request: &[u8]) -> Option<(Id, Key, Receiver)> {
-        let id = self.routes.open(request)?;
+    /// A POSTed request (`id`, giving progress `token`) is on its way: its stream and the
+    /// stream's key.
+    pub fn open_post(&mut self, id: Id, token: Option<String>) -> (Key, Receiver) {
+        self.routes.open(id.clone(), token);
         let (tx, rx) = mpsc::unbounded_channel();
         let serial = self.serial();
-        self.posts.insert(id.clone(), Post { serial, tx: Some(tx) });
-        Some((id, Key::Post(serial), rx))
+        self.posts.insert(id, Post { serial, tx: Some(tx) });
+        (Key::Post(serial), rx)
     }
 
     /// The GET stream (replacing an older one), starting with the backlog; also says how many
@@ -192,13 +193,14 @@ impl Streams {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::front::routes::request_token;
 
     fn line(s: &str) -> Bytes {
         Bytes::from(s.to_owned())
     }
 
-    const REQUEST: &[u8] =
-        br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"_meta":{"progressToken":"t"}}}"#;
+    /// A request's params that give it the progress token "t".
+    const REQUEST_PARAMS: &str = r#"{"_meta":{"progressToken":"t"}}"#;
     const PROGRESS: &str =
         r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progressToken":"t","progress":1}}"#;
     const RESPONSE: &str = r#"{"jsonrpc":"2.0","id":1,"result":{}}"#;
@@ -206,7 +208,7 @@ mod tests {
     #[test]
     fn a_broken_post_stream_is_resumed_with_what_it_missed_then_its_response() {
         let mut s = Streams::default();
-        let (_, key, mut rx) = s.open_post(REQUEST).expect("a request");
+        let (key, mut rx) = s.open_post(Id::Number("1".into()), request_token(Some(REQUEST_PARAMS)));
         s.dispatch(line(PROGRESS));
         let first = rx.try_recv().expect("progress");
         s.closed(key);
