@@ -238,11 +238,7 @@ fn serve_with_a_command_runs_one_server_named_as_run_names_it() {
 fn the_daemon_serves_metrics_health_and_readiness_for_every_server() {
     let file = format!("metrics-addr = \"127.0.0.1:0\"\n{}{}", server_table("a", ""), server_table("b", ""));
     let daemon = Daemon::start(&file, &["a", "b"]);
-    let addr = wait_for("the metrics endpoint", TIMEOUT, || {
-        let log = daemon.log();
-        let rest = log.split("metrics endpoint ready addr=").nth(1)?;
-        Some(rest.split_whitespace().next()?.to_owned())
-    });
+    let addr = metrics_addr(&daemon);
     let mut client = daemon.connect("a");
     client.initialize();
     let (code, body) = http_get(&addr, "/metrics");
@@ -254,6 +250,41 @@ fn the_daemon_serves_metrics_health_and_readiness_for_every_server() {
     );
     assert_eq!(http_get(&addr, "/healthz").0, 200);
     assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()), "ready and idle servers are ready");
+}
+
+/// The address of a daemon's metrics endpoint, from its log.
+fn metrics_addr(daemon: &Daemon) -> String {
+    wait_for("the metrics endpoint", TIMEOUT, || {
+        let log = daemon.log();
+        let rest = log.split("metrics endpoint ready addr=").nth(1)?;
+        Some(rest.split_whitespace().next()?.to_owned())
+    })
+}
+
+#[test]
+fn readiness_waits_for_eager_servers_and_not_for_lazy_ones() {
+    let crashing = format!("[{:?}, \"--exit-at-start\", \"3\"]", test_server_bin().display().to_string());
+    // A lazy server whose process fails does not hold the daemon's readiness back.
+    let lazy = format!(
+        "metrics-addr = \"127.0.0.1:0\"\n[servers.lazy]\ncommand = {crashing}\nmax-restarts = 0\n{}",
+        server_table("fine", "share = \"shared\"\nstart = \"eager\"")
+    );
+    let daemon = Daemon::start(&lazy, &["lazy", "fine"]);
+    let addr = metrics_addr(&daemon);
+    let mut client = daemon.connect("lazy");
+    client.send(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}));
+    daemon.wait_status("lazy", "the lazy server to fail", |s| s["state"] == json!("failed"));
+    assert_eq!(http_get(&addr, "/readyz"), (200, "ready\n".to_owned()));
+    drop((client, daemon));
+
+    // An eager one that cannot start does.
+    let eager = format!(
+        "metrics-addr = \"127.0.0.1:0\"\n[servers.eager]\ncommand = {crashing}\nshare = \"shared\"\nstart = \"eager\"\nmax-restarts = 0\n"
+    );
+    let daemon = Daemon::start(&eager, &["eager"]);
+    let addr = metrics_addr(&daemon);
+    daemon.wait_status("eager", "the eager server to fail", |s| s["state"] == json!("failed"));
+    assert_eq!(http_get(&addr, "/readyz"), (503, "failed\n".to_owned()));
 }
 
 fn initialize_as(client: &mut Visor, version: &str) -> Value {

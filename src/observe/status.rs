@@ -205,6 +205,10 @@ pub struct Status {
     /// The running server processes (a per-client server has one per client).
     #[serde(default)]
     pub processes: Vec<ProcessStatus>,
+    /// A daemon's summary only: whether every eager server has a ready process (lazy servers
+    /// start theirs on demand, so they never hold readiness back).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<bool>,
 }
 
 fn ago(secs: f64) -> String {
@@ -322,7 +326,7 @@ impl Status {
 
     /// Whether it can serve clients now (a lazy server with no process can: it starts one).
     pub fn is_ready(&self) -> bool {
-        matches!(self.state, State::Ready | State::Idle)
+        self.ready.unwrap_or(matches!(self.state, State::Ready | State::Idle))
     }
 
     /// The PID column: the process, or how many there are.

@@ -149,7 +149,7 @@ impl Daemon {
 }
 
 /// The whole daemon, as its HTTP endpoint and its control socket see it: `/metrics` for every
-/// server, `/healthz`, `/readyz` (ready when every server is), and `reload`.
+/// server, `/healthz`, `/readyz` (ready when every eager server has a ready process), and `reload`.
 #[derive(Clone)]
 pub struct DaemonTarget {
     servers: Arc<Mutex<Vec<ServerHandle>>>,
@@ -207,13 +207,16 @@ impl ControlTarget for DaemonTarget {
             ControlCommand::Status => {
                 let mut status = Status { name: "mcpvisor-serve".into(), ..Status::default() };
                 let mut states = Vec::new();
+                let mut ready = true;
                 for server in self.servers() {
                     let s = server.status().await;
+                    ready &= !server.is_eager() || s.state == State::Ready;
                     states.push(s.state);
                     status.clients += s.clients;
                     status.processes.extend(s.processes);
                 }
                 status.state = State::worst(states);
+                status.ready = Some(ready);
                 Response { status: Some(Box::new(status)), ..Response::ok() }
             }
             ControlCommand::Metrics => {

@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::shared::{HubHandle, HubRole};
 use super::state::StateDir;
 use crate::app::logging::SERVER_SPAN;
-use crate::config::serve::{ServerConfig, Share};
+use crate::config::serve::{ServerConfig, Share, StartMode};
 use crate::control::access::Access;
 use crate::control::discovery;
 use crate::control::protocol::{Command as ControlCommand, Response};
@@ -427,6 +427,11 @@ impl ServerHandle {
 
     pub fn name(&self) -> &str {
         self.0.name()
+    }
+
+    /// Whether it starts with the daemon (and so holds the daemon's readiness back until ready).
+    pub fn is_eager(&self) -> bool {
+        self.0.cfg().sharing.start == StartMode::Eager
     }
 
     /// The counters of every process the server has had.
