@@ -12,8 +12,12 @@ use support::*;
 const ACCEPT: (&str, &str) = ("Accept", "application/json, text/event-stream");
 
 fn init(id: i64) -> String {
+    init_at(id, "2025-06-18")
+}
+
+fn init_at(id: i64, version: &str) -> String {
     json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
-        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+        "protocolVersion": version, "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
     .to_string()
 }
 
@@ -39,7 +43,12 @@ fn front(top: &str, servers: &[(&str, &str)]) -> (Daemon, String) {
 
 /// Starts a session at `path`; returns its id.
 fn session(addr: &str, path: &str) -> String {
-    let r = request(addr, "POST", path, &[ACCEPT], &init(1));
+    session_at(addr, path, "2025-06-18")
+}
+
+/// Starts a session of protocol `version` at `path`; returns its id.
+fn session_at(addr: &str, path: &str, version: &str) -> String {
+    let r = request(addr, "POST", path, &[ACCEPT], &init_at(1, version));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["result"]["serverInfo"]["name"], json!("test-server"), "{}", r.text());
     let id = r.header("mcp-session-id").expect("a session id").to_owned();
@@ -317,7 +326,9 @@ fn a_broken_stream_is_resumed_with_last_event_id() {
     let sid = session(&addr, "/mcp/a");
     let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str())];
     let mut s = open(&addr, "POST", "/mcp/a", &with, &call(json!(2), "ask_client", json!({"method": "roots/list"})));
-    let (event_id, asked) = s.next_event_with_id().expect("the server's request");
+    let first = s.next_raw_event().expect("the first event");
+    assert!(!first.field("data:").is_empty(), "no priming event before 2025-11-25: {first:?}");
+    let (event_id, asked) = (first.id(), serde_json::from_str::<Value>(&first.field("data:")).expect("JSON"));
     drop(s); // the connection breaks before the response
     let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"roots": []}}).to_string();
     assert_eq!(request(&addr, "POST", "/mcp/a", &with, &answer).status, 202);
@@ -370,4 +381,33 @@ print(r.status, r.getheader("mcp-session-id") is not None, json.loads(r.read())[
     let mut answer = Vec::new();
     let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
     assert!(!String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"), "no plain HTTP on the TLS port");
+}
+
+#[test]
+fn streams_of_a_2025_11_25_session_start_with_a_priming_event_to_resume_from() {
+    let (_daemon, addr) = front("", &[("a", "")]);
+    let sid = session_at(&addr, "/mcp/a", "2025-11-25");
+    let with = [ACCEPT, ("Mcp-Session-Id", sid.as_str()), ("MCP-Protocol-Version", "2025-11-25")];
+    let mut s = open(&addr, "POST", "/mcp/a", &with, &call(json!(2), "ask_client", json!({"method": "roots/list"})));
+    let priming = s.next_raw_event().expect("the priming event");
+    assert!(priming.field("data:").is_empty() && priming.id() > 0, "{priming:?}");
+    assert_eq!(priming.field("retry:"), "1000", "{priming:?}");
+    drop(s); // the connection breaks right after the priming event
+
+    // Back from the priming event: the whole stream, the server's request first.
+    let get = [ACCEPT, ("Mcp-Session-Id", sid.as_str()), ("MCP-Protocol-Version", "2025-11-25")];
+    let last = priming.id().to_string();
+    let mut back = open(&addr, "GET", "/mcp/a", &[get[0], get[1], get[2], ("Last-Event-ID", &last)], "");
+    assert_eq!(back.status, 200);
+    let asked = back.next_event().expect("the server's request, replayed");
+    assert_eq!(asked["method"], json!("roots/list"), "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"], "result": {"roots": []}}).to_string();
+    assert_eq!(request(&addr, "POST", "/mcp/a", &with, &answer).status, 202);
+    assert_eq!(back.next_event().expect("the response")["id"], json!(2));
+    assert!(back.next_event().is_none(), "the resumed POST stream ends with its response");
+
+    // A fresh GET stream is primed too; a resumed one is not (the client has an id already).
+    let mut fresh = open(&addr, "GET", "/mcp/a", &get, "");
+    let primed = fresh.next_raw_event().expect("the GET stream's priming event");
+    assert!(primed.field("data:").is_empty() && primed.id() > priming.id(), "{primed:?}");
 }

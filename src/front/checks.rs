@@ -105,6 +105,12 @@ pub fn check_version(header: Option<&str>) -> Result<Option<&str>, Refusal> {
     }
 }
 
+/// Whether a session's streams start with a priming event: only from 2025-11-25 on, because
+/// clients of earlier versions may take its empty data for a broken message.
+pub fn primes(version: Option<&str>) -> bool {
+    version.is_some_and(|v| v >= "2025-11-25" && v != STATELESS_VERSION)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,5 +155,13 @@ mod tests {
         assert_eq!(check_version(Some("2025-06-18")), Ok(Some("2025-06-18")));
         assert_eq!(check_version(Some("2026-07-28")), Ok(Some("2026-07-28")));
         assert!(matches!(check_version(Some("2024-01-01")), Err(Refusal::Version(_))));
+    }
+
+    #[test]
+    fn streams_are_primed_from_2025_11_25_on() {
+        assert!(primes(Some("2025-11-25")));
+        assert!(!primes(Some("2025-06-18")));
+        assert!(!primes(None), "no header means 2025-03-26");
+        assert!(!primes(Some(STATELESS_VERSION)), "the stateless era has no resumption");
     }
 }

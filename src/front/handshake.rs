@@ -80,6 +80,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
         return rpc_error(StatusCode::BAD_REQUEST, None, -32022, &refusal.message());
     }
     let sse = accepts_sse(&req);
+    let prime = checks::primes(header(&req, VERSION_HEADER));
     let session = header(&req, SESSION_HEADER).map(str::to_owned);
     let mut stateless = header(&req, VERSION_HEADER) == Some(STATELESS_VERSION);
     let routing = (header(&req, "mcp-method").map(str::to_owned), header(&req, "mcp-name").map(str::to_owned));
@@ -137,7 +138,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
         Kind::Request { id, .. } => match session.request(body, id.clone(), token) {
             Ok(parts) => {
                 let slot = if sse { shared.limits.stream_slot(&session.server) } else { None };
-                answer(&session, parts, slot, &id).await
+                answer(&session, parts, slot, &id, prime).await
             }
             Err(_) => ended(Some(&id)),
         },
@@ -184,16 +185,25 @@ fn start_session<T: Backends>(
     }
 }
 
-/// The answer to a POSTed request: JSON when the response comes first, else an event stream.
-/// (Without a stream slot, because the server has `max-streams` open, the answer is JSON.)
-async fn answer(session: &Session, mut parts: StreamParts, slot: Option<StreamSlot>, id: &Id) -> Response<Body> {
+/// The answer to a POSTed request: JSON when the response comes first, else an event stream
+/// (`prime`: starting with a priming event). Without a stream slot, because the server has
+/// `max-streams` open, the answer is JSON.
+async fn answer(
+    session: &Session,
+    mut parts: StreamParts,
+    slot: Option<StreamSlot>,
+    id: &Id,
+    prime: bool,
+) -> Response<Body> {
     loop {
         let Some(first) = parts.rx.recv().await else { return ended(Some(id)) };
         if first.last {
             return json(StatusCode::OK, first.line);
         }
         if let Some(slot) = slot {
-            return event_stream(Sse::new(Some(first), parts.rx, Box::new((parts.guard, slot))));
+            let priming = prime.then(|| session.prime(&parts));
+            let leading = priming.into_iter().chain(Some(first));
+            return event_stream(Sse::new(leading, parts.rx, Box::new((parts.guard, slot))));
         }
         // A client that takes JSON only: what comes before the response goes to its GET stream.
         session.divert(first.line);
@@ -243,7 +253,11 @@ pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<
     };
     let last_event = header(req, "last-event-id").and_then(|id| id.trim().parse().ok());
     match session.open_stream(last_event) {
-        Ok(parts) => event_stream(Sse::new(None, parts.rx, Box::new((parts.guard, slot)))),
+        Ok(parts) => {
+            let fresh = !parts.resumed && checks::primes(header(req, VERSION_HEADER));
+            let priming = fresh.then(|| session.prime(&parts));
+            event_stream(Sse::new(priming, parts.rx, Box::new((parts.guard, slot))))
+        }
         Err(_) => ended(None),
     }
 }

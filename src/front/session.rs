@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::sse::Delivery;
 use super::streams::{Key, Receiver, Streams};
 use crate::io::Inbox;
 use crate::protocol::jsonrpc::Id;
@@ -77,6 +78,9 @@ impl Drop for StreamGuard {
 pub struct StreamParts {
     pub rx: Receiver,
     pub guard: Box<dyn Send + Sync>,
+    key: Key,
+    /// It goes on a stream that broke (`Last-Event-ID`): the client has an id to resume from.
+    pub resumed: bool,
 }
 
 impl Session {
@@ -143,7 +147,7 @@ impl Session {
         }
         if let Some((key, rx)) = last_event.and_then(|id| state.streams.resume(id)) {
             drop(state);
-            return Ok(self.parts(rx, key));
+            return Ok(StreamParts { resumed: true, ..self.parts(rx, key) });
         }
         let (key, rx, dropped) = state.streams.open_get();
         drop(state);
@@ -159,9 +163,14 @@ impl Session {
         self.inner.state().streams.send_to_get(line);
     }
 
+    /// The priming event for a stream about to be sent (2025-11-25 sessions).
+    pub fn prime(&self, parts: &StreamParts) -> Delivery {
+        self.inner.state().streams.prime(parts.key)
+    }
+
     fn parts(&self, rx: Receiver, key: Key) -> StreamParts {
         self.inner.open_streams.fetch_add(1, Ordering::Relaxed);
-        StreamParts { rx, guard: Box::new(StreamGuard { inner: self.inner.clone(), key }) }
+        StreamParts { rx, guard: Box::new(StreamGuard { inner: self.inner.clone(), key }), key, resumed: false }
     }
 
     /// Ends the session: the server sees its client leave (after delivering what is due).

@@ -3,8 +3,13 @@
 //! server: a line never contains a newline). A comment line keeps an idle stream open through
 //! proxies every [`KEEPALIVE`]; a POST's stream ends after the response it was opened for.
 //!
+//! A stream of a 2025-11-25 session starts with a priming event: an id with no data, and a
+//! `retry` interval, so that a client whose connection breaks before anything else comes can
+//! still resume the stream with `Last-Event-ID`.
+//!
 //! Dropping the body (the client went away) runs its guard, which tells the session.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -20,7 +25,11 @@ use tokio::time::{sleep, Instant, Sleep};
 /// 100 s).
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
-/// One server message for a stream, with its event id; `last` ends the stream after it.
+/// How long a client whose stream broke waits before it resumes (the priming event's `retry`).
+pub const RETRY_MS: u64 = 1000;
+
+/// One server message for a stream, with its event id; `last` ends the stream after it. A
+/// delivery with an empty line is a priming event (a server line is never empty).
 #[derive(Debug)]
 pub struct Delivery {
     pub id: u64,
@@ -28,8 +37,19 @@ pub struct Delivery {
     pub last: bool,
 }
 
+impl Delivery {
+    pub fn priming(id: u64) -> Delivery {
+        Delivery { id, line: Bytes::new(), last: false }
+    }
+
+    pub fn is_priming(&self) -> bool {
+        self.line.is_empty()
+    }
+}
+
 pub struct Sse {
-    first: Option<Delivery>,
+    /// Sent before what arrives on `rx`.
+    leading: VecDeque<Delivery>,
     rx: mpsc::UnboundedReceiver<Delivery>,
     keepalive: Pin<Box<Sleep>>,
     ended: bool,
@@ -38,14 +58,22 @@ pub struct Sse {
 }
 
 impl Sse {
-    /// A stream starting with `first` (if any), then what arrives on `rx`.
-    pub fn new(first: Option<Delivery>, rx: mpsc::UnboundedReceiver<Delivery>, guard: Box<dyn Send + Sync>) -> Sse {
-        Sse { first, rx, keepalive: Box::pin(sleep(KEEPALIVE)), ended: false, _guard: guard }
+    /// A stream starting with `leading`, then what arrives on `rx`.
+    pub fn new(
+        leading: impl IntoIterator<Item = Delivery>,
+        rx: mpsc::UnboundedReceiver<Delivery>,
+        guard: Box<dyn Send + Sync>,
+    ) -> Sse {
+        let leading = leading.into_iter().collect();
+        Sse { leading, rx, keepalive: Box::pin(sleep(KEEPALIVE)), ended: false, _guard: guard }
     }
 
     fn event(&mut self, delivery: Delivery) -> Bytes {
         self.ended = delivery.last;
         self.keepalive.as_mut().reset(Instant::now() + KEEPALIVE);
+        if delivery.is_priming() {
+            return Bytes::from(format!("id: {}\nretry: {RETRY_MS}\ndata: \n\n", delivery.id));
+        }
         let mut out = Vec::with_capacity(delivery.line.len() + 40);
         out.extend_from_slice(format!("id: {}\nevent: message\ndata: ", delivery.id).as_bytes());
         out.extend_from_slice(&delivery.line);
@@ -62,7 +90,7 @@ impl Body for Sse {
         if self.ended {
             return Poll::Ready(None);
         }
-        if let Some(first) = self.first.take() {
+        if let Some(first) = self.leading.pop_front() {
             let chunk = self.event(first);
             return Poll::Ready(Some(Ok(Frame::data(chunk))));
         }

@@ -4,7 +4,9 @@
 //! a bounded replay buffer beside the stream it belongs to. A client whose stream broke comes
 //! back with a GET carrying `Last-Event-ID`: it is sent what that stream got after that event,
 //! then the rest of that stream as it comes (a POST's stream still ends with its response). While
-//! a POST's client is away, the messages for its request are still kept, for such a return.
+//! a POST's client is away, the messages for its request are still kept, for such a return. A
+//! stream's priming event (2025-11-25) is kept too, as a place to resume from: the client got
+//! nothing else on that stream, so it is sent all of it.
 //!
 //! No I/O: the session's dispatcher and handlers call in under its lock; the channels are the
 //! streams' bodies.
@@ -38,6 +40,7 @@ struct Post {
 struct Kept {
     id: u64,
     key: Key,
+    /// Empty for a priming event.
     line: Bytes,
     last: bool,
 }
@@ -79,6 +82,11 @@ impl Streams {
         Delivery { id, line, last }
     }
 
+    /// The priming event of stream `key`, which starts it.
+    pub fn prime(&mut self, key: Key) -> Delivery {
+        self.event(key, Bytes::new(), false)
+    }
+
     /// A POSTed request (`id`, giving progress `token`) is on its way: its stream and the
     /// stream's key.
     pub fn open_post(&mut self, id: Id, token: Option<String>) -> (Key, Receiver) {
@@ -113,10 +121,13 @@ impl Streams {
     /// A client back after event `last_event`: what its stream got since, then the rest of it.
     /// `None` when that event is no longer kept (the client then opens a fresh stream).
     pub fn resume(&mut self, last_event: u64) -> Option<(Key, Receiver)> {
-        let key = self.replay.iter().find(|e| e.id == last_event)?.key;
+        let anchor = self.replay.iter().find(|e| e.id == last_event)?;
+        // After a priming event the client has had nothing of its stream (a POST's stream is
+        // primed once it has a message, with an id after that message's).
+        let (key, after) = (anchor.key, if anchor.line.is_empty() { 0 } else { last_event });
         let (tx, rx) = mpsc::unbounded_channel();
         let mut finished = false;
-        for e in self.replay.iter().filter(|e| e.id > last_event && e.key == key) {
+        for e in self.replay.iter().filter(|e| e.id > after && e.key == key && !e.line.is_empty()) {
             let _ = tx.send(Delivery { id: e.id, line: e.line.clone(), last: e.last });
             finished |= e.last;
         }

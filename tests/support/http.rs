@@ -144,21 +144,28 @@ impl Streaming {
         self.next_event_with_id().map(|(_, data)| data)
     }
 
-    /// The next event's id and data.
+    /// The next event's id and data (events without data, such as priming events, skipped).
     pub fn next_event_with_id(&mut self) -> Option<(u64, Value)> {
+        loop {
+            let event = self.next_raw_event()?;
+            let data = event.field("data:");
+            if data.is_empty() {
+                continue;
+            }
+            return serde_json::from_str(&data).ok().map(|v| (event.id(), v));
+        }
+    }
+
+    /// The next event as it came (comments skipped); `None` at the end of the stream.
+    pub fn next_raw_event(&mut self) -> Option<RawEvent> {
         loop {
             if let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
                 let event: Vec<u8> = self.buffer.drain(..end + 2).collect();
-                let text = String::from_utf8_lossy(&event);
-                let field = |name: &str| -> String {
-                    text.lines().filter_map(|l| l.strip_prefix(name)).map(str::trim_start).collect()
-                };
-                let data = field("data:");
-                if data.is_empty() {
+                let text = String::from_utf8_lossy(&event).into_owned();
+                if text.lines().all(|l| l.starts_with(':')) {
                     continue;
                 }
-                let id = field("id:").parse().unwrap_or(0);
-                return serde_json::from_str(&data).ok().map(|v| (id, v));
+                return Some(RawEvent(text));
             }
             if !self.fill() {
                 return None;
@@ -169,5 +176,20 @@ impl Streaming {
     /// Stops waiting after `timeout` (for streams that should stay quiet).
     pub fn set_timeout(&mut self, timeout: Duration) {
         let _ = self.reader.get_ref().set_read_timeout(Some(timeout));
+    }
+}
+
+/// One server-sent event, its fields as text.
+#[derive(Debug)]
+pub struct RawEvent(pub String);
+
+impl RawEvent {
+    /// The values of field `name` (`"data:"`), joined.
+    pub fn field(&self, name: &str) -> String {
+        self.0.lines().filter_map(|l| l.strip_prefix(name)).map(str::trim_start).collect()
+    }
+
+    pub fn id(&self) -> u64 {
+        self.field("id:").parse().unwrap_or(0)
     }
 }
