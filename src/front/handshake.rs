@@ -14,7 +14,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 
 use super::checks::{self, STATELESS_VERSION};
@@ -28,8 +28,12 @@ use crate::port::any::AnyInput;
 use crate::port::{memory, ClientPort};
 use crate::protocol::jsonrpc::{self, Id, Kind, Message};
 
-pub const SESSION_HEADER: &str = "mcp-session-id";
-const VERSION_HEADER: &str = "mcp-protocol-version";
+// Header names made once: looking a header up by a string parses and hashes the name each time.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
+const METHOD_HEADER: HeaderName = HeaderName::from_static("mcp-method");
+const NAME_HEADER: HeaderName = HeaderName::from_static("mcp-name");
+const LAST_EVENT_HEADER: HeaderName = HeaderName::from_static("last-event-id");
 
 /// A response carrying a JSON-RPC error (`id`: the request's, if known).
 pub(super) fn rpc_error(status: StatusCode, id: Option<&Id>, code: i64, message: &str) -> Response<Body> {
@@ -47,7 +51,7 @@ fn accepts_sse<B>(req: &Request<B>) -> bool {
     req.headers().get_all(ACCEPT).iter().any(|v| v.to_str().is_ok_and(|v| v.contains("text/event-stream")))
 }
 
-fn header<'a, B>(req: &'a Request<B>, name: &str) -> Option<&'a str> {
+fn header<B>(req: &Request<B>, name: HeaderName) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -76,14 +80,15 @@ fn ended(id: Option<&Id>) -> Response<Body> {
 }
 
 pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Request<Incoming>) -> Response<Body> {
-    if let Err(refusal) = checks::check_version(header(&req, VERSION_HEADER)) {
-        return rpc_error(StatusCode::BAD_REQUEST, None, -32022, &refusal.message());
-    }
+    let version = match checks::check_version(header(&req, VERSION_HEADER)) {
+        Ok(version) => version,
+        Err(refusal) => return rpc_error(StatusCode::BAD_REQUEST, None, -32022, &refusal.message()),
+    };
+    let prime = checks::primes(version);
+    let mut stateless = version == Some(STATELESS_VERSION);
     let sse = accepts_sse(&req);
-    let prime = checks::primes(header(&req, VERSION_HEADER));
     let session = header(&req, SESSION_HEADER).map(str::to_owned);
-    let mut stateless = header(&req, VERSION_HEADER) == Some(STATELESS_VERSION);
-    let routing = (header(&req, "mcp-method").map(str::to_owned), header(&req, "mcp-name").map(str::to_owned));
+    let routing = (header(&req, METHOD_HEADER).map(str::to_owned), header(&req, NAME_HEADER).map(str::to_owned));
     let limit = shared.config.max_body;
     let body = match Limited::new(req.into_body(), limit).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -251,7 +256,7 @@ pub fn get<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: &Request<
     let Some(slot) = shared.limits.stream_slot(&session.server) else {
         return over_limit(None, "streams", shared.limits.max_streams);
     };
-    let last_event = header(req, "last-event-id").and_then(|id| id.trim().parse().ok());
+    let last_event = header(req, LAST_EVENT_HEADER).and_then(|id| id.trim().parse().ok());
     match session.open_stream(last_event) {
         Ok(parts) => {
             let fresh = !parts.resumed && checks::primes(header(req, VERSION_HEADER));
