@@ -134,6 +134,12 @@ pub struct ServerOptions {
     /// On SIGTERM/SIGINT or client EOF, how long in-flight requests may take to finish.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
+
+    /// Keep N spare server processes started and initialized beside the active one, so that a
+    /// crash, hang or restart is taken over in milliseconds instead of after a server start.
+    /// Each spare costs a server's memory: not for servers that hold an exclusive lock or port.
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub standby: u32,
 }
 
 impl ServerOptions {
@@ -168,6 +174,7 @@ impl ServerOptions {
             ping_failures: self.ping_failures,
             request_timeout: self.request_timeout.filter(|d| !d.is_zero()),
             drain_timeout: self.drain_timeout,
+            standby: self.standby as usize,
         };
         config.check()?;
         Ok(config)

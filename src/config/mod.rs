@@ -122,6 +122,8 @@ pub struct InstanceConfig {
     pub ping_failures: u32,
     pub request_timeout: Option<Duration>,
     pub drain_timeout: Duration,
+    /// Spare processes kept started beside the active one (`--standby`).
+    pub standby: usize,
 }
 
 impl InstanceConfig {

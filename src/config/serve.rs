@@ -56,6 +56,23 @@ pub struct ServerConfig {
     pub fingerprint: Vec<String>,
 }
 
+impl ServerConfig {
+    /// The settings of the instance serving one client of a per-client server: its `standby`
+    /// processes are the server's pool for new clients, not spares of each session.
+    pub fn per_client_instance(&self) -> InstanceConfig {
+        InstanceConfig { standby: 0, ..self.instance.clone() }
+    }
+
+    /// How many processes a per-client server keeps started for its next clients.
+    pub fn pool_size(&self) -> usize {
+        if self.sharing.share == Share::PerClient {
+            self.instance.standby
+        } else {
+            0
+        }
+    }
+}
+
 /// The daemon's own settings.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {

@@ -19,7 +19,7 @@ use super::{Instance, Outcome, MEMORY_CHECK};
 use crate::lifecycle::{Cause, Due, Ended, Phase, Scheduled, StopReason};
 use crate::port::ClientInput;
 use crate::process::child::SpawnArgs;
-use crate::process::{Child, ChildExit, ExitInfo, SpawnError};
+use crate::process::{Child, ChildExit, ExitInfo, Pipes, SpawnError};
 use crate::protocol::errors::{CrashReport, LimitReport, OwnError};
 use crate::protocol::jsonrpc;
 use crate::relay::inflight::{self, ClientRequest, OwnPurpose};
@@ -35,6 +35,14 @@ impl<I: ClientInput> Instance<I> {
         Ok(())
     }
 
+    /// Takes a process started ahead of the client as the first generation.
+    pub(super) fn adopt_first(&mut self, child: Child, pipes: Pipes) {
+        self.life.adopt_generation(child.generation);
+        tracing::info!(generation = child.generation, pid = child.pid, "server taken from the pool");
+        self.use_pipes(pipes);
+        self.life.started(child, Phase::Ready);
+    }
+
     fn spawn_child(&mut self) -> Result<Child, SpawnError> {
         let generation = self.life.next_generation();
         let args = SpawnArgs {
@@ -47,17 +55,25 @@ impl<I: ClientInput> Instance<I> {
         };
         let (child, pipes) = Child::spawn(&self.cfg.spec, args)?;
         tracing::info!(generation, pid = child.pid, command = %self.cfg.spec.display(), "server started");
+        self.use_pipes(pipes);
+        Ok(child)
+    }
+
+    /// The pipes of a new current generation; its checks start over.
+    pub(super) fn use_pipes(&mut self, pipes: Pipes) {
         self.child_in = Some(pipes.stdin);
         self.child_out = Some(pipes.stdout);
         let now = Instant::now();
         self.liveness.restart(now);
         self.memory_check_at = self.cfg.max_memory.map(|_| now + MEMORY_CHECK);
-        Ok(child)
     }
 
     /// Starts a new server after a crash (`counted` against the limit) or a requested restart,
     /// and rebuilds the session on it.
     pub(super) fn restart_child(&mut self, counted: bool) {
+        if self.promote_spare(counted) {
+            return;
+        }
         if counted {
             self.life.record_restart(Instant::now());
         }
@@ -106,6 +122,9 @@ impl<I: ClientInput> Instance<I> {
     }
 
     pub(super) fn on_child_exit(&mut self, exit: ChildExit) {
+        if self.on_standby_exit(&exit) {
+            return;
+        }
         let Some(unexpected) = self.life.on_exit(Instant::now(), exit.generation, exit.exit) else { return };
         if unexpected {
             tracing::warn!(generation = exit.generation, "server exited unexpectedly: {}", exit.exit);
@@ -150,10 +169,12 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
-    /// The server is no longer usable: answer what it owed, then stop it.
+    /// The server is no longer usable: answer what it owed, then stop it (a warm spare takes
+    /// over at once, without waiting for it to exit).
     pub(super) fn crash(&mut self, cause: Cause) {
         self.settle_inflight(&cause, None);
         self.stop_child(StopReason::Crashed(cause));
+        self.hand_over_to_spare();
     }
 
     /// Closes the server's stdin and starts its stop sequence.
@@ -169,7 +190,9 @@ impl<I: ClientInput> Instance<I> {
         let Ended { why, exit, uptime } = ended;
         let now = Instant::now();
         self.own.clear();
-        self.sweep_orphans(None);
+        // Orphans of the spares and of the processes still stopping are theirs to keep.
+        let keep: Vec<u64> = self.standby_generations().collect();
+        self.sweep_orphans(&keep);
         self.life.record_end(now, &why);
         if let StopReason::Crashed(cause) = &why {
             *self.metrics.crashes.entry(cause.metric_label(exit)).or_default() += 1;
@@ -193,6 +216,8 @@ impl<I: ClientInput> Instance<I> {
                 // Requests still owed are answered now (for an exit, after stdout was drained).
                 self.settle_inflight(&cause, exit);
                 match self.life.schedule_restart(now, uptime) {
+                    // A warm spare needs no backoff: it is already started.
+                    Scheduled::RestartAfter(_) if self.promote_spare(true) => {}
                     Scheduled::RestartAfter(delay) => {
                         tracing::info!("restarting the server in {}", crate::config::units::format_duration(delay));
                     }
@@ -303,7 +328,7 @@ impl<I: ClientInput> Instance<I> {
 
     /// Kills what this instance's servers left behind outside their process groups (other than
     /// the processes of generation `keep`, still running). Other instances' are never touched.
-    pub(super) fn sweep_orphans(&mut self, keep: Option<u64>) {
+    pub(super) fn sweep_orphans(&mut self, keep: &[u64]) {
         let killed = self.scope.sweep(keep);
         if !killed.is_empty() {
             tracing::warn!(
@@ -318,6 +343,6 @@ impl<I: ClientInput> Instance<I> {
     /// with its group, then whatever escaped the group is swept.
     pub(super) fn end_generation_processes(&mut self) {
         drop(self.life.abandon());
-        self.sweep_orphans(None);
+        self.sweep_orphans(&[]);
     }
 }

@@ -12,13 +12,15 @@
 //! drains and restarts). The handlers are split by where the event comes from:
 //! [`client`](self::client) (client → server), [`server`](self::server) (server → client),
 //! [`generation`](self::generation) (starting, stopping and replacing the server),
-//! [`requests`](self::requests) (calls and shutdown) and [`status`](self::status) (the snapshot).
+//! [`requests`](self::requests) (calls and shutdown), [`standby`](self::standby) (spare
+//! processes, `--standby`) and [`status`](self::status) (the snapshot).
 
 mod client;
 mod generation;
 pub mod handle;
 mod requests;
 mod server;
+mod standby;
 mod status;
 
 use std::io;
@@ -34,11 +36,12 @@ use crate::config::InstanceConfig;
 use crate::io::Outbox;
 use crate::lifecycle::history::RestartHistory;
 use crate::lifecycle::liveness::Liveness;
+use crate::lifecycle::standby::Standby;
 use crate::lifecycle::Lifecycle;
 use crate::observe::metrics::Metrics;
 use crate::observe::status::State;
 use crate::port::{ClientInput, ClientPort};
-use crate::process::{Child, ChildExit, Scope, SharedTail, SpawnError};
+use crate::process::{Child, ChildExit, Pipes, Scope, SharedTail, SpawnError};
 use crate::protocol::framing::{Frame, FramedReader};
 use crate::relay::batch::Batches;
 use crate::relay::inflight::{ClientTable, IdMap, IdSet, OwnIds, ServerRequest};
@@ -80,6 +83,16 @@ pub struct Summary {
     pub talking: bool,
 }
 
+/// Where a server's processes report their exits to the instance that owns them.
+pub type Exits = (mpsc::UnboundedSender<ChildExit>, mpsc::UnboundedReceiver<ChildExit>);
+
+/// A server process started before its instance, with the channel it reports its exit on.
+pub struct Started {
+    pub child: Child,
+    pub pipes: Pipes,
+    pub exits: Exits,
+}
+
 /// The first server process could not be started; the client port is handed back (so that
 /// the client can still be told why).
 pub struct StartFailed<I> {
@@ -111,6 +124,8 @@ enum Event {
     Client(io::Result<Option<Frame>>),
     Child(io::Result<Option<Frame>>),
     Exit(ChildExit),
+    /// A line from spare number `.0`.
+    Spare(usize, io::Result<Option<Frame>>),
     ClientGone(io::Error),
     Call(Call),
     Tick,
@@ -132,6 +147,11 @@ pub struct Instance<I: ClientInput> {
     liveness: Liveness,
     /// When to measure the server's memory next (`--max-memory`).
     memory_check_at: Option<Instant>,
+    /// `--standby`: the spare processes, and the decisions about them.
+    standby: Standby,
+    spares: Vec<standby::Spare>,
+    /// Processes a spare took over from, finishing their stop sequence.
+    retiring: Vec<Child>,
 
     session: Session,
     client_reqs: ClientTable,
@@ -165,10 +185,43 @@ impl<I: ClientInput> Instance<I> {
         port: ClientPort<I>,
         services: Services,
     ) -> Result<(Instance<I>, InstanceHandle), StartFailed<I>> {
+        let (mut instance, handle) = Instance::new(cfg, name, port, services, mpsc::unbounded_channel());
+        match instance.start_first() {
+            Ok(()) => Ok((instance, handle)),
+            Err(error) => {
+                let Instance { client, .. } = instance;
+                let port = ClientPort { input: client.input, output: client.output, writer: client.writer };
+                Err(StartFailed { error, port })
+            }
+        }
+    }
+
+    /// An instance whose first generation is a process started ahead of its client (a
+    /// per-client server's pool), spawned in `services.scope` as generation 1.
+    pub fn adopt(
+        cfg: InstanceConfig,
+        name: String,
+        port: ClientPort<I>,
+        services: Services,
+        started: Started,
+    ) -> (Instance<I>, InstanceHandle) {
+        let Started { child, pipes, exits } = started;
+        let (mut instance, handle) = Instance::new(cfg, name, port, services, exits);
+        instance.adopt_first(child, pipes);
+        (instance, handle)
+    }
+
+    fn new(
+        cfg: InstanceConfig,
+        name: String,
+        port: ClientPort<I>,
+        services: Services,
+        exits: Exits,
+    ) -> (Instance<I>, InstanceHandle) {
         let (handle, calls) = InstanceHandle::channel();
-        let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (exits_tx, exits_rx) = exits;
         let now = Instant::now();
-        let mut instance = Instance {
+        let instance = Instance {
             name,
             client: ClientSide { input: port.input, output: port.output, writer: port.writer, eof: false, gone: false },
             life: Lifecycle::new(cfg.policy.clone(), services.history, cfg.on_failure, cfg.drain_timeout),
@@ -180,6 +233,9 @@ impl<I: ClientInput> Instance<I> {
             scope: services.scope,
             liveness: Liveness::new(cfg.ping_interval, cfg.ping_timeout, cfg.ping_failures),
             memory_check_at: None,
+            standby: Standby::new(cfg.standby, cfg.policy.clone()),
+            spares: Vec::new(),
+            retiring: Vec::new(),
             session: Session::default(),
             client_reqs: ClientTable::default(),
             server_reqs: IdMap::default(),
@@ -197,14 +253,7 @@ impl<I: ClientInput> Instance<I> {
             timer_at: None,
             cfg,
         };
-        match instance.start_first() {
-            Ok(()) => Ok((instance, handle)),
-            Err(error) => {
-                let Instance { client, .. } = instance;
-                let port = ClientPort { input: client.input, output: client.output, writer: client.writer };
-                Err(StartFailed { error, port })
-            }
-        }
+        (instance, handle)
     }
 
     pub fn name(&self) -> &str {
@@ -237,7 +286,13 @@ impl<I: ClientInput> Instance<I> {
         self.publish_summary();
         let outcome = loop {
             if let Some(outcome) = self.outcome {
-                break outcome;
+                // Spares go with the server; the instance ends once every process has exited.
+                if !self.spares.is_empty() {
+                    self.stop_spares(self.life.forced());
+                }
+                if self.retiring.is_empty() {
+                    break outcome;
+                }
             }
             let event = self.next_event().await;
             self.handle(event);
@@ -274,11 +329,13 @@ impl<I: ClientInput> Instance<I> {
         let read_client = self.reading_client();
         let read_child = self.reading_child();
         let watch_client = !self.client.gone;
+        let read_spares = self.spares.iter().any(standby::Spare::open);
         let child_in = self.child_in.as_ref();
         tokio::select! {
             frame = self.client.input.next(), if read_client => Event::Client(frame),
             frame = next_frame(&mut self.child_out), if read_child => Event::Child(frame),
             Some(exit) = self.exits_rx.recv() => Event::Exit(exit),
+            (index, frame) = standby::next_spare_frame(&mut self.spares), if read_spares => Event::Spare(index, frame),
             err = self.client.output.failed(), if watch_client => Event::ClientGone(err),
             Some(call) = self.calls.recv() => Event::Call(call),
             _ = &mut self.timer, if deadline.is_some() => Event::Tick,
@@ -338,6 +395,7 @@ impl<I: ClientInput> Instance<I> {
             Event::Child(Ok(None)) => self.on_child_stdout_closed(None),
             Event::Child(Err(e)) => self.on_child_stdout_closed(Some(e)),
             Event::Exit(exit) => self.on_child_exit(exit),
+            Event::Spare(index, frame) => self.on_spare_frame(index, frame),
             Event::ClientGone(e) => {
                 tracing::info!("the client stopped reading (writing stdout failed: {e}); shutting down");
                 self.client.gone = true;
@@ -370,13 +428,16 @@ impl<I: ClientInput> Instance<I> {
         }
         if self.life.restart_due(now, awaiting) {
             self.child_in = None;
+            self.hand_over_to_spare();
         }
+        self.keep_spares(now);
         self.publish_summary();
     }
 
     fn next_deadline(&self) -> Option<Instant> {
         let liveness = self.liveness.deadline(self.probing());
-        [self.client_reqs.next_deadline(), liveness, self.life.next_deadline(), self.memory_check_at]
+        let spares = self.spares_deadline();
+        [self.client_reqs.next_deadline(), liveness, self.life.next_deadline(), self.memory_check_at, spares]
             .into_iter()
             .flatten()
             .min()
@@ -386,6 +447,7 @@ impl<I: ClientInput> Instance<I> {
         self.expire_requests(now);
         self.check_liveness(now);
         self.check_memory(now);
+        self.check_spares(now);
         self.on_due(now);
     }
 

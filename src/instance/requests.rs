@@ -59,6 +59,9 @@ impl<I: ClientInput> Instance<I> {
 
     fn reconfigure(&mut self, cfg: crate::config::InstanceConfig) -> Reply {
         self.life.reconfigure(cfg.policy.clone(), cfg.on_failure, cfg.drain_timeout);
+        // Spares run the old settings: new ones are started after the restart.
+        self.stop_spares(false);
+        self.standby.reconfigure(cfg.standby, cfg.policy.clone());
         self.liveness.reconfigure(cfg.ping_interval, cfg.ping_timeout, cfg.ping_failures);
         self.queue.set_limits(cfg.queue_limit, cfg.max_inflight);
         self.cfg = cfg;
@@ -72,6 +75,7 @@ impl<I: ClientInput> Instance<I> {
             return;
         }
         tracing::debug!("shutdown: {why}");
+        self.stop_spares(false);
         // Queued messages never reached the server: answer them now.
         let queued = self.queue.take_all();
         self.refuse_queued(queued, &OwnError::NotDelivered);
@@ -97,6 +101,7 @@ impl<I: ClientInput> Instance<I> {
 
     /// A second SIGTERM: every request gets its answer now, and the server's group SIGKILL.
     fn force_exit(&mut self) {
+        self.stop_spares(true);
         self.stop_server_for_exit(&OwnError::ShuttingDown, true);
     }
 

@@ -175,7 +175,8 @@ impl<I: ClientInput> Instance<I> {
         }
         self.memory_check_at = Some(now + MEMORY_CHECK);
         let Some(pid) = self.life.child().map(|c| c.pid).filter(|_| self.life.is_up()) else { return };
-        let rss = crate::process::procfs::group_rss_bytes(pid);
+        // Spares count too: they are the server's memory as much as the active process is.
+        let rss = crate::process::procfs::group_rss_bytes(pid) + self.spares_rss();
         if rss > limit as u64 {
             tracing::warn!(
                 generation = self.life.generation(),

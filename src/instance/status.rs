@@ -75,6 +75,8 @@ impl<I: ClientInput> Instance<I> {
             share: None,
             clients: usize::from(!self.client.eof),
             processes: child.iter().map(|c| status::ProcessStatus::of(c, state, None)).collect(),
+            spares: self.spare_statuses(now),
+            standby_off: self.standby.off_because().map(str::to_owned),
             ..Status::for_server(&self.name, &self.cfg.spec)
         }
     }

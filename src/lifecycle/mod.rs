@@ -19,6 +19,7 @@
 pub mod history;
 pub mod liveness;
 pub mod policy;
+pub mod standby;
 pub mod state;
 
 use std::time::{Duration, Instant};
@@ -94,7 +95,10 @@ pub struct Lifecycle<C> {
     policy: RestartPolicy,
     on_failure: OnFailure,
     drain_timeout: Duration,
+    /// The current generation's number.
     generation: u64,
+    /// The last number given out (spares get theirs before they become current).
+    issued: u64,
     shutdown: Option<Shutdown>,
     /// A requested restart waiting for in-flight requests, until this deadline.
     restart: Option<Instant>,
@@ -128,6 +132,7 @@ impl<C: ChildControl> Lifecycle<C> {
             on_failure,
             drain_timeout,
             generation: 0,
+            issued: 0,
             shutdown: None,
             restart: None,
             forced: false,
@@ -247,9 +252,22 @@ impl<C: ChildControl> Lifecycle<C> {
 
     /// Numbers the generation about to be spawned.
     pub fn next_generation(&mut self) -> u64 {
-        self.generation += 1;
+        let generation = self.issue_generation();
+        self.adopt_generation(generation);
+        generation
+    }
+
+    /// A number for a spare process, which becomes a generation when it is promoted.
+    pub fn issue_generation(&mut self) -> u64 {
+        self.issued += 1;
+        self.issued
+    }
+
+    /// Generation `generation` (a promoted spare) is the current one from now on.
+    pub fn adopt_generation(&mut self, generation: u64) {
+        self.generation = generation;
+        self.issued = self.issued.max(generation);
         self.stdout_closed_deadline = None;
-        self.generation
     }
 
     /// Counts a restart happening now against the limit (a crash's, not a requested one).
@@ -338,6 +356,20 @@ impl<C: ChildControl> Lifecycle<C> {
             return None;
         };
         Some(Ended { why, exit, uptime: now.saturating_duration_since(child.started()) })
+    }
+
+    /// Lets go of a generation that is being stopped, so that a spare can take its place at
+    /// once: the caller holds the process until it exits (its stop sequence runs on) and
+    /// carries on as if the generation had ended.
+    pub fn hand_over(&mut self, now: Instant) -> Option<(C, Ended)> {
+        if !matches!(self.state, ChildState::Stopping { .. }) {
+            return None;
+        }
+        let ChildState::Stopping { child, why, exit, .. } = std::mem::replace(&mut self.state, ChildState::Gone) else {
+            return None;
+        };
+        let uptime = now.saturating_duration_since(child.started());
+        Some((child, Ended { why, exit, uptime }))
     }
 
     /// Remembers how the generation ended, for `status`.

@@ -259,3 +259,27 @@ fn a_spawn_failure_ends_the_generation_before_it_begins() {
     assert_eq!(life.last_spawn_error(), Some("command not found: `x`"));
     assert!(life.abandon().is_none());
 }
+
+#[test]
+fn a_spare_takes_over_from_a_hung_generation_that_is_still_stopping() {
+    let mut life = life(10, OnFailure::Wait);
+    let t0 = Instant::now();
+    let first = start(&mut life, t0, Phase::Ready);
+    let spare = life.issue_generation();
+    assert!(spare > first && life.generation() == first, "a spare's number is not the current one");
+    // Hung: the stop sequence starts, and the spare takes over before the old process exits.
+    assert!(life.stop(StopReason::Crashed(Cause::Hung)));
+    let (old, ended) = life.hand_over(t0 + 5 * S).expect("a stopping generation to hand over");
+    assert_eq!(old.told, vec!["stop"], "its stop sequence was started");
+    assert_eq!((ended.why, ended.exit, ended.uptime), (StopReason::Crashed(Cause::Hung), None, 5 * S));
+    assert!(matches!(life.schedule_restart(t0 + 5 * S, ended.uptime), Scheduled::RestartAfter(_)));
+    life.record_restart(t0 + 5 * S);
+    life.adopt_generation(spare);
+    life.started(Fake { started: t0 + S, told: Vec::new() }, Phase::Ready);
+    assert!(life.is_ready() && life.generation() == spare);
+    // The old generation's exit, reported later, is not the current one's.
+    assert_eq!(life.on_exit(t0 + 6 * S, first, ExitInfo::Code(0)), None);
+    assert!(life.is_ready());
+    assert_eq!(life.next_generation(), spare + 1, "numbers are never given twice");
+    assert!(life.hand_over(t0).is_none(), "nothing is stopping");
+}

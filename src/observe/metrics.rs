@@ -55,6 +55,10 @@ pub struct Metrics {
     /// Errors mcpvisor answered with, by `data.reason`.
     pub errors: BTreeMap<&'static str, u64>,
     pub latency: Histogram,
+    /// Spares that took over from the active process (`--standby`).
+    pub promotions: u64,
+    /// Spares that exited, could not start or did not warm up.
+    pub spare_failures: u64,
 }
 
 impl Metrics {
@@ -67,6 +71,8 @@ impl Metrics {
         self.restarts += other.restarts;
         self.restart_limit_hits += other.restart_limit_hits;
         self.requests += other.requests;
+        self.promotions += other.promotions;
+        self.spare_failures += other.spare_failures;
         for (cause, n) in &other.crashes {
             *self.crashes.entry(cause).or_default() += n;
         }
@@ -98,6 +104,9 @@ pub const METRIC_NAMES: &[&str] = &[
     "mcpvisor_oversized_messages_total",
     "mcpvisor_stderr_lines_total",
     "mcpvisor_ping_latency_seconds",
+    "mcpvisor_spares",
+    "mcpvisor_promotions_total",
+    "mcpvisor_spare_failures_total",
 ];
 
 fn escape(v: &str) -> String {
@@ -156,6 +165,20 @@ pub fn render_many(items: &[(&Metrics, &Status)]) -> String {
             w.sample("mcpvisor_crashes_total", &[("cause", cause)], m.crashes.get(cause).copied().unwrap_or(0));
         }
     });
+    family("mcpvisor_spares", "gauge", "spare server processes (--standby), by state", &|w, _, s| {
+        for state in ["starting", "warm"] {
+            w.sample("mcpvisor_spares", &[("state", state)], s.spares.iter().filter(|p| p.state == state).count());
+        }
+    });
+    family("mcpvisor_promotions_total", "counter", "spares that took over from the server", &|w, m, _| {
+        w.sample("mcpvisor_promotions_total", &[], m.promotions)
+    });
+    family(
+        "mcpvisor_spare_failures_total",
+        "counter",
+        "spares that exited, could not start or did not warm up",
+        &|w, m, _| w.sample("mcpvisor_spare_failures_total", &[], m.spare_failures),
+    );
     family("mcpvisor_restart_limit_hits_total", "counter", "times the restart limit was reached", &|w, m, _| {
         w.sample("mcpvisor_restart_limit_hits_total", &[], m.restart_limit_hits)
     });

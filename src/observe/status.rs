@@ -65,6 +65,16 @@ impl State {
     }
 }
 
+/// A spare server process (hot standby).
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct SpareStatus {
+    pub pid: u32,
+    pub generation: u64,
+    /// `starting` (its replayed `initialize` not answered yet) or `warm` (ready to take over).
+    pub state: String,
+    pub uptime_secs: f64,
+}
+
 /// One server process of a daemon's server (or `run`'s one process).
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct ProcessStatus {
@@ -205,6 +215,12 @@ pub struct Status {
     /// The running server processes (a per-client server has one per client).
     #[serde(default)]
     pub processes: Vec<ProcessStatus>,
+    /// Spare processes kept started beside the active one (`--standby`).
+    #[serde(default)]
+    pub spares: Vec<SpareStatus>,
+    /// Why standby was turned off for this server, if it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub standby_off: Option<String>,
     /// A daemon's summary only: whether every eager server has a ready process (lazy servers
     /// start theirs on demand, so they never hold readiness back).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -297,6 +313,16 @@ impl Status {
             },
         ));
         rows.push(("mcpvisor", format!("{} (pid {})", self.mcpvisor_version, self.mcpvisor_pid)));
+        if let Some(why) = &self.standby_off {
+            rows.push(("standby", format!("off: {why}")));
+        } else if !self.spares.is_empty() {
+            let spares: Vec<String> = self
+                .spares
+                .iter()
+                .map(|s| format!("pid {} {}, generation {}, up {}", s.pid, s.state, s.generation, human(s.uptime_secs)))
+                .collect();
+            rows.push(("standby", spares.join("; ")));
+        }
         let mut out = String::new();
         for (k, v) in rows {
             let _ = writeln!(out, "{k:<13} {v}");

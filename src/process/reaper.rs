@@ -196,14 +196,14 @@ impl Scope {
         Ok((child, rx))
     }
 
-    /// Kills and reaps the orphans of this scope's servers (other than those of generation
-    /// `keep`, whose server still runs). Returns their pids.
-    pub fn sweep(&self, keep: Option<u64>) -> Vec<i32> {
+    /// Kills and reaps the orphans of this scope's servers (other than those of the generations
+    /// in `keep`, whose processes still run). Returns their pids.
+    pub fn sweep(&self, keep: &[u64]) -> Vec<i32> {
         let prefix = format!("{}.{}.", self.reaper.inner.me, self.id);
         self.reaper.sweep(|pid| {
             let Some(marker) = procfs::environ_var(pid, SCOPE_VAR) else { return false };
             let Some(generation) = marker.strip_prefix(&prefix) else { return false };
-            keep.map_or(true, |keep| generation != keep.to_string())
+            !generation.parse().is_ok_and(|g: u64| keep.contains(&g))
         })
     }
 

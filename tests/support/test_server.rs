@@ -2,7 +2,7 @@
 //!
 //! Flags:
 //!   --era handshake|stateless|dual   which protocol era to speak (dual locks on the first message)
-//!   --record PATH                    append every line received to PATH
+//!   --record PATH                    append every line received to PATH (`{pid}` in it: its pid)
 //!   --banner TEXT                    print TEXT on stdout at start (stdout noise)
 //!   --stderr-lines N                 print N lines on stderr at start
 //!   --exit-at-start CODE             exit with CODE right away (a server that cannot start)
@@ -10,6 +10,9 @@
 //!   --ignore-sigterm                 survive SIGTERM (needs a group SIGKILL)
 //!   --ignore-eof                     keep running after stdin closes
 //!   --grandchild                     start a `sleep` that keeps stdout open, at start
+//!   --start-delay MS                 take MS milliseconds to start (before reading stdin)
+//!   --lock PATH                      hold an exclusive lock on PATH; exit with 75 at start if
+//!                                    another process holds it (a server that cannot run twice)
 //!
 //! Methods (besides initialize, ping, server/discover, tools/list, resources/*, logging/setLevel):
 //!   echo {..}                 → {"echo": params, "pid": pid}
@@ -61,6 +64,8 @@ struct Opts {
     ignore_sigterm: bool,
     ignore_eof: bool,
     grandchild: bool,
+    start_delay: Option<u64>,
+    lock: Option<String>,
 }
 
 fn parse_opts() -> Opts {
@@ -74,6 +79,8 @@ fn parse_opts() -> Opts {
         ignore_sigterm: false,
         ignore_eof: false,
         grandchild: false,
+        start_delay: None,
+        lock: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -94,6 +101,8 @@ fn parse_opts() -> Opts {
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--ignore-eof" => o.ignore_eof = true,
             "--grandchild" => o.grandchild = true,
+            "--start-delay" => o.start_delay = val().parse().ok(),
+            "--lock" => o.lock = Some(val()),
             other => {
                 eprintln!("test-server: unknown flag {other}");
                 std::process::exit(64);
@@ -130,6 +139,17 @@ fn die(signal: &str) -> ! {
     std::process::exit(99)
 }
 
+fn take_lock(path: &str) -> nix::fcntl::Flock<std::fs::File> {
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).expect("lock file");
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => lock,
+        Err(_) => {
+            eprintln!("test-server: {path} is locked by another process");
+            std::process::exit(75);
+        }
+    }
+}
+
 fn spawn_grandchild() -> u32 {
     // Inherits our stdout (and stderr), so the pipe stays open after we die.
     Command::new("sleep").arg("1000").stdin(Stdio::null()).spawn().map(|c| c.id()).unwrap_or(0)
@@ -144,6 +164,11 @@ fn main() {
     if o.ignore_sigterm {
         ignore_sigterm();
     }
+    // Held for the process's life.
+    let _lock = o.lock.as_deref().map(take_lock);
+    if let Some(ms) = o.start_delay {
+        std::thread::sleep(Duration::from_millis(ms));
+    }
     let out: Out = Arc::new(Mutex::new(std::io::stdout()));
     let pid = std::process::id();
     if let Some(b) = &o.banner {
@@ -155,8 +180,11 @@ fn main() {
     if o.grandchild {
         spawn_grandchild();
     }
-    let mut record =
-        o.record.as_ref().map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("record file"));
+    let mut record = o
+        .record
+        .as_ref()
+        .map(|p| p.replace("{pid}", &pid.to_string()))
+        .map(|p| std::fs::OpenOptions::new().create(true).append(true).open(p).expect("record file"));
     let pending: Arc<Mutex<HashMap<String, mpsc::Sender<Value>>>> = Arc::default();
     let next_id = Arc::new(AtomicU64::new(0));
     let mut era = o.era;

@@ -10,6 +10,7 @@
 //! daemon, a second one skips the waits; SIGHUP reloads the file.
 
 mod daemon;
+mod pool;
 pub mod server;
 mod shared;
 mod state;

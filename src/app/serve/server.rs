@@ -17,6 +17,7 @@ use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+use super::pool::{self, Pool};
 use super::shared::{HubHandle, HubRole};
 use super::state::StateDir;
 use crate::app::logging::SERVER_SPAN;
@@ -65,6 +66,8 @@ pub struct Server {
     endpoint: PathBuf,
     /// Writes the restart history down as it changes.
     keeper: Option<JoinHandle<()>>,
+    /// Keeps a per-client server's pool filled.
+    pool_keeper: Option<JoinHandle<()>>,
 }
 
 /// What the accept loop, the sessions, the hub and the control socket share.
@@ -89,6 +92,8 @@ pub(super) struct Shared {
     hub: Option<HubHandle>,
     /// The hub of stateless-era HTTP requests, started with the first one.
     stateless: OnceLock<HubHandle>,
+    /// A per-client server's processes started ahead of their clients (`standby`).
+    pub(super) pool: Arc<Pool>,
 }
 
 #[derive(Default)]
@@ -163,12 +168,15 @@ impl Server {
             live: Mutex::new(Live::default()),
             ended: Notify::new(),
             first_start: watch::Sender::new(false),
+            pool: Arc::default(),
         });
+        let pool_keeper = (shared.cfg().sharing.share == Share::PerClient)
+            .then(|| tokio::spawn(pool::keep(shared.clone(), shared.pool.clone()).instrument(shared.span.clone())));
         let (_, control) =
             crate::control::server::open_in(&common.dir, &name, ServerHandle(shared.clone()), common.access);
         let accept = tokio::spawn(accept_loop(shared.clone(), listener).instrument(shared.span.clone()));
         tracing::info!(server = name, endpoint = %endpoint.display(), "server ready for clients");
-        Ok(Server { shared, accept, control, endpoint, keeper })
+        Ok(Server { shared, accept, control, endpoint, keeper, pool_keeper })
     }
 
     /// The server's settings as they are now.
@@ -179,8 +187,13 @@ impl Server {
     /// Takes new settings (a reload): later clients get them, and every running process
     /// restarts gracefully under them, its clients' sessions rebuilt. Returns how many.
     pub async fn update(&self, cfg: ServerConfig) -> usize {
-        let instance = cfg.instance.clone();
+        let instance = match cfg.sharing.share {
+            Share::PerClient => cfg.per_client_instance(),
+            Share::Shared => cfg.instance.clone(),
+        };
         *self.shared.config.lock().unwrap_or_else(PoisonError::into_inner) = Arc::new(cfg);
+        // Processes waiting for clients were started under the old settings.
+        self.shared.pool.flush();
         let handles = self.shared.handles();
         for (_, handle) in &handles {
             let _ = handle.call(Command::Reconfigure(Box::new(instance.clone()))).await;
@@ -215,6 +228,7 @@ impl Server {
     /// Refuses new clients and asks every process to drain and stop (`signal`: what asked).
     pub async fn shutdown(&self, signal: &'static str) {
         self.shared.live().closed = true;
+        self.shared.pool.close();
         // A hub stops its process (a second close skips the waits) and its clients.
         if let Some(hub) = self.shared.stateless.get() {
             hub.close();
@@ -239,19 +253,20 @@ impl Server {
             {
                 let live = self.shared.live();
                 if live.clients == 0 && live.sessions.is_empty() {
-                    return;
+                    break;
                 }
             }
             notified.await;
         }
+        self.shared.pool.stopped().await;
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         self.accept.abort();
-        if let Some(keeper) = &self.keeper {
-            keeper.abort();
+        for task in self.keeper.iter().chain(&self.pool_keeper) {
+            task.abort();
         }
         let _ = std::fs::remove_file(&self.endpoint);
     }
@@ -333,18 +348,37 @@ pub(super) fn socket_port(stream: UnixStream, max_message_size: usize) -> Client
 pub(super) async fn session<I: ClientInput>(shared: Arc<Shared>, client: u64, port: ClientPort<I>) {
     tracing::info!("client connected");
     let permit = shared.starting.clone().acquire_owned().await.ok();
-    match Instance::start(shared.cfg().instance.clone(), shared.cfg().name.clone(), port, shared.services()) {
+    let cfg = shared.cfg();
+    if let Some(pooled) = shared.pool.take() {
+        let services = Services { scope: pooled.scope, ..shared.services() };
+        let (instance, handle) =
+            Instance::adopt(cfg.per_client_instance(), cfg.name.clone(), port, services, pooled.started);
+        run_instance(&shared, client, instance, handle, permit).await;
+    } else {
+        start_session(&shared, client, port, permit).await;
+    }
+    shared.live().clients -= 1;
+    shared.ended.notify_waiters();
+    tracing::info!("client gone");
+}
+
+/// A client's own instance on a process started for it now.
+async fn start_session<I: ClientInput>(
+    shared: &Arc<Shared>,
+    client: u64,
+    port: ClientPort<I>,
+    permit: Option<OwnedSemaphorePermit>,
+) {
+    let cfg = shared.cfg();
+    match Instance::start(cfg.per_client_instance(), cfg.name.clone(), port, shared.services()) {
         Err(StartFailed { error, port }) => {
             tracing::error!("cannot start the server: {error}");
             drop(permit);
             let error = OwnError::StartFailed { server: shared.cfg().name.clone(), detail: error.to_string() };
             refuse(port, error, REFUSAL_WAIT).await;
         }
-        Ok((instance, handle)) => run_instance(&shared, client, instance, handle, permit).await,
+        Ok((instance, handle)) => run_instance(shared, client, instance, handle, permit).await,
     }
-    shared.live().clients -= 1;
-    shared.ended.notify_waiters();
-    tracing::info!("client gone");
 }
 
 /// Runs one of the server's instances to its end, listed under `key` meanwhile. The `permit`
@@ -462,6 +496,8 @@ impl ServerHandle {
         // The window is the server's, whatever processes it has now (or none).
         let (now, window) = (Instant::now(), shared.cfg().instance.policy.window);
         status.restarts.in_window = shared.history.in_window(now, window);
+        status.spares.extend(shared.pool.statuses(now));
+        status.standby_off = status.standby_off.or_else(|| shared.pool.off_because());
         status.restarts.oldest_leaves_in_secs =
             shared.history.oldest(now, window).map(|t| (t + window).saturating_duration_since(now).as_secs_f64());
         status
@@ -510,6 +546,8 @@ fn aggregate(
             status.protocol = part.protocol.clone();
         }
         status.last_ping_ms = status.last_ping_ms.or(part.last_ping_ms);
+        status.spares.extend(part.spares.iter().cloned());
+        status.standby_off = status.standby_off.take().or(part.standby_off.clone());
         if let Some(child) = &part.child {
             // A per-client server's processes each have their client (not the stateless one's).
             let own = cfg.sharing.share == Share::PerClient && client != HubRole::Stateless.key();
