@@ -72,6 +72,33 @@ fn run_client(peer: Peer, server: &[String]) {
     }
 }
 
+/// As [`run_client`], with a warm spare (`--standby 1`) that must take over from the killed
+/// server; every process, spares included, is gone after the client leaves.
+fn run_client_with_standby(peer: Peer, server: &[String]) {
+    let Some(dir) = interop_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("mcpvisor.log");
+    let out = client_command(peer, &dir, &log, server).env("MCPVISOR_STANDBY", "1").output().expect("run the client");
+    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "client failed\nstdout:\n{}\nstderr:\n{}\nmcpvisor log:\n{log_text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    assert!(log_text.contains("spare promoted"), "{log_text}");
+    let spares: Vec<i32> = log_text
+        .lines()
+        .filter(|l| l.contains("spare started"))
+        .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(spares.len() >= 2, "a spare, and one started after the promotion: {log_text}");
+    for pid in pids_in_log(&log_text).into_iter().chain(spares) {
+        wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));
+    }
+}
+
 fn everything_via_npx() -> Vec<String> {
     // npx → sh → node: the wrapper chain that signalling a single pid gets wrong.
     let dir = interop_dir().unwrap_or_default();
@@ -94,6 +121,16 @@ fn time_server() -> Vec<String> {
 #[test]
 fn python_client_to_server_everything_via_npx() {
     run_client(Peer::Python, &everything_via_npx());
+}
+
+#[test]
+fn python_client_to_server_everything_via_npx_with_a_warm_spare() {
+    run_client_with_standby(Peer::Python, &everything_via_npx());
+}
+
+#[test]
+fn typescript_client_to_server_everything_via_npx_with_a_warm_spare() {
+    run_client_with_standby(Peer::TypeScript, &everything_via_npx());
 }
 
 #[test]

@@ -221,7 +221,12 @@ impl<I: ClientInput> Instance<I> {
     pub(super) fn on_standby_exit(&mut self, exit: &ChildExit) -> bool {
         if let Some(index) = self.retiring.iter().position(|c| c.generation == exit.generation) {
             let child = self.retiring.remove(index);
-            tracing::info!(generation = exit.generation, pid = child.pid, "replaced server stopped: {}", exit.exit);
+            tracing::info!(
+                generation = exit.generation,
+                pid = child.pid,
+                "retired server process stopped: {}",
+                exit.exit
+            );
             return true;
         }
         let Some(index) = self.spares.iter().position(|s| s.child.generation == exit.generation) else { return false };

@@ -132,18 +132,20 @@ fn stop(pool: &Arc<Pool>, pooled: Pooled) {
 
 /// Keeps `shared`'s pool at its size until the pool is closed.
 pub(super) async fn keep(shared: Arc<Shared>, pool: Arc<Pool>) {
-    let cfg = shared.cfg();
-    let mut standby = Standby::new(cfg.pool_size(), cfg.instance.policy.clone());
-    let mut size = cfg.pool_size();
+    let mut settings = shared.cfg();
+    let mut standby = Standby::new(settings.pool_size(), settings.instance.policy.clone());
     loop {
         if pool.is_closed() {
             return;
         }
         let cfg = shared.cfg();
-        if cfg.pool_size() != size {
-            size = cfg.pool_size();
-            standby.reconfigure(size, cfg.instance.policy.clone());
+        if !Arc::ptr_eq(&cfg, &settings) {
+            // New settings (a reload): a pool that was turned off is tried again.
+            standby.reconfigure(cfg.pool_size(), cfg.instance.policy.clone());
+            *pool.off.lock().unwrap_or_else(PoisonError::into_inner) = None;
+            settings = cfg.clone();
         }
+        let size = cfg.pool_size();
         let now = Instant::now();
         let extra: Vec<Pooled> = {
             let mut ready = pool.ready();
