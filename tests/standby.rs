@@ -241,3 +241,23 @@ fn a_shared_server_keeps_a_warm_spare_for_all_its_clients() {
     assert_eq!(b.request(1, "echo", json!({}))["result"]["pid"].as_i64(), Some(spare), "the spare serves everyone");
     assert_eq!(a.request(2, "echo", json!({}))["result"]["pid"].as_i64(), Some(spare));
 }
+
+#[test]
+fn a_client_that_initializes_again_gets_a_spare_warmed_for_its_new_session() {
+    let (_dir, rec) = record_per_pid();
+    let mut v = Visor::test_server(["--record", &rec])
+        .args(["--name", NAME, "--standby", "1", "--backoff-initial", "1h", "--backoff-max", "1h"])
+        .spawn();
+    v.initialize();
+    let old = warm_spare(&v);
+    let again =
+        json!({"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "again", "version": "2"}});
+    assert!(v.request(1, "initialize", again)["result"].is_object());
+    v.notify("notifications/initialized", json!({}));
+    let new = wait_for("a spare for the new session", TIMEOUT, || Some(warm_spare(&v)).filter(|p| *p != old));
+    let path = rec.replace("{pid}", &new.to_string());
+    assert_eq!(recorded(&path)[0]["params"]["clientInfo"]["name"], json!("again"));
+    assert!(v.request(2, "crash", json!({}))["error"].is_object());
+    let r = v.request(3, "echo", json!({}));
+    assert_eq!(r["result"]["pid"].as_i64(), Some(new), "{r}");
+}

@@ -102,6 +102,10 @@ impl<I: ClientInput> Instance<I> {
             return;
         }
         let send_now = self.can_send_now();
+        if method == "initialize" && !self.spares.is_empty() {
+            // The client starts its session over: spares warmed for the old one cannot serve it.
+            self.stop_spares(false);
+        }
         self.session.on_client_request(&id, method, params);
         self.metrics.requests += 1;
         self.seq += 1;
