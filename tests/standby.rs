@@ -156,7 +156,7 @@ fn the_restart_limit_counts_promotions() {
 }
 
 #[test]
-fn stateless_era_spares_are_only_started_and_take_over_open_subscriptions() {
+fn stateless_era_spares_are_only_probed_and_take_over_open_subscriptions() {
     let (_dir, rec) = record_per_pid();
     let mut v = Visor::test_server(["--record", &rec, "--era", "stateless"])
         .args(["--name", NAME, "--standby", "1", "--backoff-initial", "1h", "--backoff-max", "1h"])
@@ -167,7 +167,8 @@ fn stateless_era_spares_are_only_started_and_take_over_open_subscriptions() {
     v.send(&json!({"jsonrpc": "2.0", "id": "sub-1", "method": "subscriptions/listen", "params": meta}));
     v.recv_matching("the subscription's notification", |m| m["method"].is_string());
     let spare = warm_spare(&v);
-    assert!(methods_of(&rec, spare).is_empty(), "a stateless-era spare is only started");
+    // Nothing of the session: only the probe that tells when it can answer.
+    assert_eq!(methods_of(&rec, spare), ["server/discover"]);
     v.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "crash", "params": meta}));
     let r = v.request(3, "tools/list", meta.clone());
     assert_eq!(r["result"]["pid"].as_i64(), Some(spare), "{r}");

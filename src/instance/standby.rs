@@ -5,8 +5,10 @@
 //! A spare is started only once the client's session exists (never before the client's first
 //! message, so the era the client chose is known) and while the active server is ready. In the
 //! handshake era it is sent the client's `initialize` again under mcpvisor's own id, and becomes
-//! warm when it answers; in the stateless era it is only started. Nothing a spare writes reaches
-//! the client. Promotion makes a warm spare the current generation: it is sent the rest of the
+//! warm when it answers. In the stateless era there is no session to build on it: it is asked
+//! `server/discover` (the liveness probe, which changes nothing) only to learn when it can answer,
+//! so that a promotion never hands the client a process still starting. Nothing a spare writes
+//! reaches the client. Promotion makes a warm spare the current generation: it is sent the rest of the
 //! replay (`notifications/initialized`, the log level, subscriptions), then the queue and the
 //! re-sent requests, as a restarted server would be. The process it replaced, if still running,
 //! finishes its stop sequence among the retiring ones.
@@ -42,9 +44,10 @@ pub(super) struct Spare {
     stdin: Outbox,
     stdout: FramedReader<pipe::Receiver>,
     warmth: Warmth,
-    /// The `initialize` it was sent (handshake era): it may take over only a session that would
-    /// replay the same one.
-    initialize: Option<(Id, Bytes)>,
+    /// What it was sent to warm it up, with mcpvisor's own id: the client's `initialize`
+    /// (handshake era; it may take over only a session that would replay the same one) or
+    /// `server/discover` (stateless era).
+    warmup: Option<(Id, Bytes)>,
     /// It is dropped if it is not warm by then.
     warm_by: Instant,
     /// When its stdout ended (its exit usually follows at once).
@@ -117,20 +120,25 @@ impl<I: ClientInput> Instance<I> {
             child,
             stdin: pipes.stdin,
             stdout: pipes.stdout,
-            warmth: Warmth::Warm,
-            initialize: None,
+            warmth: Warmth::Starting,
+            warmup: None,
             warm_by: now + self.cfg.rebuild_timeout(),
             eof: None,
         };
-        if self.session.era() == Era::Handshake {
-            let id = Id::string(format!("mcpvisor-standby-{generation}"));
-            if let Some(line) = self.session.replay_initialize(&id) {
+        let id = Id::string(format!("mcpvisor-standby-{generation}"));
+        let warmup = match self.session.era() {
+            Era::Handshake => self.session.replay_initialize(&id),
+            _ => self.session.probe(&id),
+        };
+        match warmup {
+            Some(line) => {
                 spare.stdin.send(line.clone());
-                spare.initialize = Some((id, line));
-                spare.warmth = Warmth::Starting;
+                spare.warmup = Some((id, line));
             }
-        } else {
-            self.standby.warmed();
+            None => {
+                spare.warmth = Warmth::Warm;
+                self.standby.warmed();
+            }
         }
         tracing::info!(generation, pid = spare.child.pid, "spare started");
         self.spares.push(spare);
@@ -141,7 +149,7 @@ impl<I: ClientInput> Instance<I> {
         self.spares.iter().any(|s| s.warmth == Warmth::Warm && s.open())
     }
 
-    /// A line a spare wrote: the answer to its `initialize` makes it warm (or, refused, ends
+    /// A line a spare wrote: the answer to its warm-up request makes it warm (or, refused, ends
     /// it); anything else is not for the client.
     pub(super) fn on_spare_frame(&mut self, index: usize, frame: io::Result<Option<Frame>>) {
         let Some(spare) = self.spares.get_mut(index) else { return };
@@ -159,7 +167,7 @@ impl<I: ClientInput> Instance<I> {
         };
         let answer = match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match env.kind {
-                Kind::Response { id, is_error } if spare.initialize.as_ref().is_some_and(|(i, _)| *i == id) => {
+                Kind::Response { id, is_error } if spare.warmup.as_ref().is_some_and(|(i, _)| *i == id) => {
                     Some((is_error, env.result.map(str::to_owned)))
                 }
                 _ => None,
@@ -171,16 +179,18 @@ impl<I: ClientInput> Instance<I> {
             Some((false, result)) if spare.warmth == Warmth::Starting => {
                 spare.warmth = Warmth::Warm;
                 let ms = spare.child.uptime(self.now).as_millis() as u64;
-                if let Some(diff) = self.session.compare_initialize_result(result.as_deref()) {
-                    tracing::warn!(generation, "a spare differs from the server the client initialized: {diff}");
+                if self.session.era() == Era::Handshake {
+                    if let Some(diff) = self.session.compare_initialize_result(result.as_deref()) {
+                        tracing::warn!(generation, "a spare differs from the server the client initialized: {diff}");
+                    }
                 }
-                tracing::info!(generation, ready_in_ms = ms, "spare warm: it answered the replayed initialize");
+                tracing::info!(generation, ready_in_ms = ms, "spare warm: it answered its first request");
                 self.standby.warmed();
             }
             Some((true, result)) => {
                 let detail = result.unwrap_or_default();
-                tracing::warn!(generation, "a spare refused the replayed initialize: {detail}");
-                self.drop_spare(index, &format!("it refused initialize: {detail}"));
+                tracing::warn!(generation, "a spare refused its first request: {detail}");
+                self.drop_spare(index, &format!("it refused its first request: {detail}"));
             }
             _ => tracing::debug!(generation, "a spare's output is not relayed: {}", super::preview(&line)),
         }
@@ -190,7 +200,7 @@ impl<I: ClientInput> Instance<I> {
     pub(super) fn check_spares(&mut self, now: Instant) {
         while let Some(index) = self.spares.iter().position(|s| s.deadline().is_some_and(|d| now >= d)) {
             let spare = &self.spares[index];
-            let what = if spare.open() { "no answer to initialize in time" } else { "it closed its stdout" };
+            let what = if spare.open() { "no answer to its first request in time" } else { "it closed its stdout" };
             tracing::warn!(generation = spare.child.generation, "giving up on a spare: {what}");
             self.drop_spare(index, what);
         }
@@ -242,9 +252,9 @@ impl<I: ClientInput> Instance<I> {
     pub(super) fn promote_spare(&mut self, counted: bool) -> bool {
         let replay = self.session.needs_handshake_replay();
         let usable = |s: &Spare| {
-            let same_initialize = match &s.initialize {
-                Some((id, line)) => self.session.replay_initialize(id).is_some_and(|l| l == *line),
-                None => !replay,
+            let same_initialize = match &s.warmup {
+                Some((id, line)) if replay => self.session.replay_initialize(id).is_some_and(|l| l == *line),
+                _ => !replay,
             };
             s.warmth == Warmth::Warm && s.open() && same_initialize
         };
