@@ -266,29 +266,9 @@ impl Daemon {
     /// Starts the daemon in `dir` on a file of `per_client` and `shared` servers (see
     /// [`config_file`]) and waits until every server's endpoint exists.
     fn start(dir: &Path, per_client: &[String], shared: &[String]) -> Daemon {
-        std::fs::create_dir_all(dir).expect("the daemon's directory");
-        let config_path = dir.join("servers.toml");
-        std::fs::write(&config_path, config_file(per_client, shared)).expect("write the config");
-        let runtime_dir = dir.join("run");
-        let child = Command::new(mcpvisor_bin())
-            .arg("serve")
-            .arg("--config")
-            .arg(&config_path)
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--log-file")
-            .arg(dir.join("serve.log"))
-            .env("MCPVISOR_RUNTIME_DIR", &runtime_dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn mcpvisor serve");
-        let daemon = Daemon { pid: child.id() as i32, child, runtime_dir };
-        for endpoint in per_client.iter().chain(shared).map(|name| daemon.endpoint(name)) {
-            wait_for(&endpoint.display().to_string(), || endpoint.exists());
-        }
-        daemon
+        let names = per_client.iter().chain(shared).map(String::as_str);
+        let (child, runtime_dir) = common::start_serve(dir, &config_file(per_client, shared), names);
+        Daemon { pid: child.id() as i32, child, runtime_dir }
     }
 
     fn endpoint(&self, name: &str) -> PathBuf {

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -15,6 +15,9 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
 pub const ECHO_ENV: &str = "MCPVISOR_BENCH_ECHO";
+/// Milliseconds the echo server sleeps before it reads its input: a server that takes that long
+/// to start (unset: none).
+pub const START_DELAY_ENV: &str = "MCPVISOR_BENCH_START_DELAY_MS";
 pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"bench","version":"1"}}}"#;
 pub const INITIALIZE_RESULT: &str =
     r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{}},"serverInfo":{"name":"echo","version":"1"}}"#;
@@ -235,6 +238,8 @@ impl Drop for Direct {
 
 /// Answers `initialize` with a real result (a shared server's is cached by protocol version) and
 /// every other request with `{"echo": PARAMS}` (as `benches/relay.rs` does), until its input ends.
+/// With `MCPVISOR_BENCH_START_DELAY_MS` it first sleeps that long, like a server that is slow to
+/// start (its input waits in the pipe meanwhile).
 pub fn echo_server() {
     #[derive(serde::Deserialize)]
     struct Request<'a> {
@@ -245,6 +250,8 @@ pub fn echo_server() {
         #[serde(borrow)]
         params: Option<&'a serde_json::value::RawValue>,
     }
+    let delay_ms = std::env::var(START_DELAY_ENV).ok().and_then(|ms| ms.parse().ok()).unwrap_or(0);
+    std::thread::sleep(Duration::from_millis(delay_ms));
     let stdin = std::io::stdin();
     let mut input = BufReader::new(stdin.lock());
     let stdout = std::io::stdout();
@@ -264,4 +271,33 @@ pub fn echo_server() {
         line.clear();
     }
     let _ = out.flush();
+}
+
+/// Starts `mcpvisor serve` in `dir` on the configuration `config` (its state and log in `dir`)
+/// and waits until the endpoint of each of `servers` exists; the daemon and its runtime
+/// directory.
+pub fn start_serve<'a>(dir: &Path, config: &str, servers: impl IntoIterator<Item = &'a str>) -> (Child, PathBuf) {
+    std::fs::create_dir_all(dir).expect("the daemon's directory");
+    let config_path = dir.join("servers.toml");
+    std::fs::write(&config_path, config).expect("write the config");
+    let runtime_dir = dir.join("run");
+    let child = Command::new(mcpvisor_bin())
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--log-file")
+        .arg(dir.join("serve.log"))
+        .env("MCPVISOR_RUNTIME_DIR", &runtime_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn mcpvisor serve");
+    for name in servers {
+        let endpoint = runtime_dir.join(format!("{name}.mcp"));
+        wait_for(&endpoint.display().to_string(), || endpoint.exists());
+    }
+    (child, runtime_dir)
 }

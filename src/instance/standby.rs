@@ -266,6 +266,7 @@ impl<I: ClientInput> Instance<I> {
         }
         self.metrics.restarts += 1;
         self.metrics.promotions += 1;
+        self.standby.promoted(now);
         let Spare { child, stdin, stdout, .. } = spare;
         tracing::info!(generation = child.generation, pid = child.pid, "spare promoted: it serves the client now");
         self.life.adopt_generation(child.generation);

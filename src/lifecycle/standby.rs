@@ -16,6 +16,9 @@ use crate::lifecycle::history::RestartHistory;
 
 /// Spares in a row that exit before they are warm, after which standby is turned off.
 pub const START_FAILURES_OFF: u32 = 3;
+/// How long after a promotion its replacement is started: starting a process blocks the event
+/// loop for a millisecond or two, which the client's answers should not wait for.
+pub const REPLACE_AFTER_PROMOTION: Duration = Duration::from_millis(100);
 
 /// Where a spare is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +95,12 @@ impl Standby {
             self.replacements -= 1;
             self.policy.record_restart(now);
         }
+    }
+
+    /// A spare was promoted at `now`: its replacement waits a moment.
+    pub fn promoted(&mut self, now: Instant) {
+        let after = now + REPLACE_AFTER_PROMOTION;
+        self.not_before = Some(self.not_before.map_or(after, |t| t.max(after)));
     }
 
     /// A spare answered its `initialize` (or needs none): the server can run twice.
@@ -193,6 +202,16 @@ mod tests {
         assert_eq!(s.next_deadline(0), None);
         s.reconfigure(1, policy(100));
         assert!(s.off_because().is_none(), "a reload tries again");
+    }
+
+    #[test]
+    fn a_promoted_spare_is_replaced_a_moment_later() {
+        let mut s = Standby::new(1, policy(10));
+        let now = Instant::now();
+        s.promoted(now);
+        assert_eq!(s.to_start(now, 0, true), 0, "not in the turn that answers the client");
+        assert_eq!(s.next_deadline(0), Some(now + REPLACE_AFTER_PROMOTION));
+        assert_eq!(s.to_start(now + REPLACE_AFTER_PROMOTION, 0, true), 1);
     }
 
     #[test]
