@@ -262,3 +262,23 @@ fn a_client_that_initializes_again_gets_a_spare_warmed_for_its_new_session() {
     let r = v.request(3, "echo", json!({}));
     assert_eq!(r["result"]["pid"].as_i64(), Some(new), "{r}");
 }
+
+#[test]
+fn sigterm_stops_the_spares_with_the_server() {
+    let mut v = Visor::test_server(Vec::<String>::new()).args(["--name", NAME, "--standby", "2"]).spawn();
+    v.initialize();
+    let active = v.request(1, "echo", json!({}))["result"]["pid"].as_i64().expect("pid");
+    let s = wait_for("two warm spares", TIMEOUT, || {
+        Some(status(&v)).filter(|s| {
+            s["spares"].as_array().is_some_and(|a| a.iter().filter(|p| p["state"] == json!("warm")).count() == 2)
+        })
+    });
+    let spares: Vec<i64> = s["spares"].as_array().into_iter().flatten().filter_map(|p| p["pid"].as_i64()).collect();
+    v.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(v.wait_exit(TIMEOUT).code(), Some(0));
+    for pid in spares.into_iter().chain([active]) {
+        assert!(!process_alive(pid as i32), "{pid} outlived mcpvisor");
+    }
+    // The server and both spares saw their stdin close (a graceful stop, not a SIGKILL).
+    assert_eq!(v.log_count("test-server: stdin closed"), 3, "{}", v.log());
+}
