@@ -66,7 +66,9 @@ async function callSomeTool(client, tools) {
   }
   const pids = serverPids();
   const started = pids.length;
-  process.kill(pids[pids.length - 1], "SIGKILL");
+  // The whole group (npx → sh → node), as the Python client does: killing npx alone leaves its
+  // node child answering for a moment, and a call in that moment is lost with it.
+  process.kill(-pids[pids.length - 1], "SIGKILL");
   const t0 = Date.now();
   const again = await client.listTools();
   assert(again.tools.length === tools.tools.length, "same tools after the restart");
