@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 
-use mcpvisor::app::{commands, connect, run, serve};
+use mcpvisor::app::{commands, connect, install, run, serve};
 use mcpvisor::cli::usage::{self, Usage};
 use mcpvisor::cli::{config_file, Cli, Command};
 use mcpvisor::control::Command as ControlCommand;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Metrics { name } => commands::metrics(name.as_deref()),
         Command::Reload => commands::reload(),
         Command::Connect { target } => connect::run(&target),
+        Command::InstallInto { dir } => install::run(&dir),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "mcpvisor", &mut std::io::stdout());
             exit::OK

@@ -6,6 +6,7 @@
 
 pub mod commands;
 pub mod connect;
+pub mod install;
 pub mod logging;
 pub mod notify;
 pub mod run;

@@ -73,6 +73,12 @@ pub enum Command {
         #[arg(value_name = "NAME|SOCKET")]
         target: String,
     },
+    /// Copy this mcpvisor binary into DIR (made if missing) as DIR/mcpvisor, for an init
+    /// container that puts mcpvisor into a volume shared with a server's own image.
+    InstallInto {
+        #[arg(value_name = "DIR")]
+        dir: std::path::PathBuf,
+    },
     /// Print a shell completion script (e.g. `mcpvisor completions bash > /etc/bash_completion.d/mcpvisor`).
     Completions { shell: clap_complete::Shell },
     /// Print a man page (roff): `mcpvisor man > mcpvisor.1`, `mcpvisor man run > mcpvisor-run.1`.
