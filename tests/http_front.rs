@@ -411,3 +411,18 @@ fn streams_of_a_2025_11_25_session_start_with_a_priming_event_to_resume_from() {
     let primed = fresh.next_raw_event().expect("the GET stream's priming event");
     assert!(primed.field("data:").is_empty() && primed.id() > priming.id(), "{primed:?}");
 }
+
+#[test]
+fn a_replica_names_itself_in_the_session_ids_it_mints() {
+    let (_daemon, addr) = front("replica = \"mcp-1\"", &[("a", "")]);
+    let sid = session(&addr, "/mcp/a");
+    let (replica, random) = sid.split_once('.').expect("REPLICA.RANDOM");
+    assert_eq!(replica, "mcp-1");
+    assert!(random.len() == 32 && random.bytes().all(|b| b.is_ascii_hexdigit()), "{sid}");
+    let bad = std::process::Command::new(mcpvisor_bin())
+        .args(["serve", "--http", "127.0.0.1:0", "--replica", "a.b", "--", "true"])
+        .output()
+        .expect("run mcpvisor");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("letters, digits"), "{bad:?}");
+}

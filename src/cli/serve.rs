@@ -111,6 +111,12 @@ pub struct DaemonOptions {
     #[arg(long, value_name = "N", default_value_t = 1_000)]
     pub max_streams: usize,
 
+    /// Name this replica in the HTTP session ids it mints (`NAME.` then 128 random bits), so
+    /// that a load balancer in front of several daemons can send each session's requests to the
+    /// replica that holds it (letters, digits, `-` and `_`; a Kubernetes pod name fits).
+    #[arg(long, value_name = "NAME", value_parser = parse_replica)]
+    pub replica: Option<String>,
+
     /// Serve HTTPS: the certificate chain (PEM) for --http; with --tls-key.
     #[arg(long, value_name = "PATH")]
     pub tls_cert: Option<PathBuf>,
@@ -259,6 +265,7 @@ impl ServeArgs {
                 max_sessions: self.daemon.max_sessions,
                 max_streams: self.daemon.max_streams,
                 tls: self.daemon.tls_cert.clone().zip(self.daemon.tls_key.clone()),
+                replica: self.daemon.replica.clone(),
             }),
             servers,
         })
@@ -285,6 +292,15 @@ impl ServeArgs {
                 .trim_start_matches("error: ")
                 .to_owned()),
         }
+    }
+}
+
+/// `--replica`: a name a session id can start with and a balancer can match on.
+fn parse_replica(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty() && s.len() <= 63 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    match ok {
+        true => Ok(s.to_owned()),
+        false => Err(format!("`{s}`: use 1 to 63 letters, digits, `-` or `_` (a pod name fits)")),
     }
 }
 

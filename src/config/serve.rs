@@ -104,6 +104,8 @@ pub struct HttpConfig {
     pub max_streams: usize,
     /// Certificate chain and key files, for HTTPS.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The name session ids start with (`--replica`).
+    pub replica: Option<String>,
 }
 
 /// A group admitted to the daemon's sockets.

@@ -173,7 +173,8 @@ fn start_session<T: Backends>(
     let port = ClientPort { input: AnyInput::Memory(port.input), output: port.output, writer: port.writer };
     match shared.target.attach(server, port) {
         Ok(name) => {
-            let session = shared.sessions.insert(Session::start(name.clone(), client.tx, client.rx));
+            let replica = shared.config.replica.as_deref();
+            let session = shared.sessions.insert(Session::start(name.clone(), replica, client.tx, client.rx));
             tracing::info!(server = name, session = session.id, "HTTP session started");
             Ok(session)
         }

@@ -68,6 +68,8 @@ pub struct FrontConfig {
     pub max_streams: usize,
     /// Serve HTTPS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The replica's name, which the session ids it mints start with.
+    pub replica: Option<String>,
 }
 
 /// Why a client could not join a server.

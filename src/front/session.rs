@@ -6,7 +6,9 @@
 //!
 //! The session outlives crashes of the server (the instance rebuilds it on the new process); it
 //! ends with DELETE, after `session-idle-timeout` without requests or open streams, or when the
-//! server lets go of it (stopped, or the daemon drains). Its id is 128 random bits.
+//! server lets go of it (stopped, or the daemon drains). Its id is 128 random bits, after the
+//! replica's name and a dot when the daemon has one (`--replica`), so that a load balancer can
+//! send the session's requests to the replica that holds it.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -85,15 +87,23 @@ pub struct StreamParts {
 
 impl Session {
     /// A session for a client whose messages go to `to_server` and whose answers come from
-    /// `from_server` (the two ends of its port to the server).
-    pub fn start(server: String, to_server: mpsc::UnboundedSender<Bytes>, mut from_server: Inbox) -> Session {
+    /// `from_server` (the two ends of its port to the server), on replica `replica`.
+    pub fn start(
+        server: String,
+        replica: Option<&str>,
+        to_server: mpsc::UnboundedSender<Bytes>,
+        mut from_server: Inbox,
+    ) -> Session {
         let inner = Arc::new(Inner {
             to_server: Mutex::new(Some(to_server)),
             state: Mutex::new(State::default()),
             last_active: Mutex::new(Instant::now()),
             open_streams: AtomicUsize::new(0),
         });
-        let id = new_session_id();
+        let id = match replica {
+            Some(replica) => format!("{replica}.{}", new_session_id()),
+            None => new_session_id(),
+        };
         let task_inner = inner.clone();
         let session_id = id.clone();
         let dispatcher = tokio::spawn(async move {

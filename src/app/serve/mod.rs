@@ -116,6 +116,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
                 max_sessions: http.max_sessions,
                 max_streams: http.max_streams,
                 tls: http.tls.clone(),
+                replica: http.replica.clone(),
                 addr: http.addr,
                 allow: Allow { hosts: http.allowed_hosts.clone(), origins: http.allowed_origins.clone() },
                 max_body,
