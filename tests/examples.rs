@@ -101,3 +101,31 @@ fn the_example_daemon_file_is_valid() {
     let names: Vec<&str> = config.servers.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, ["everything", "time"]);
 }
+
+#[test]
+fn the_kubernetes_servers_file_is_valid_with_the_statefulsets_arguments() {
+    use clap::Parser;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let path = root.join("deploy/kubernetes/base/servers.toml");
+    // The container's arguments, as deploy/kubernetes/base/statefulset.yaml gives them.
+    let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/base/statefulset.yaml")).expect("manifest");
+    let mut argv: Vec<std::ffi::OsString> = vec!["mcpvisor".into()];
+    let args = manifest.split("args:\n").nth(1).expect("the container's args");
+    for line in args.lines().map(str::trim).take_while(|l| l.starts_with("- ") || l.starts_with('#')) {
+        if let Some(arg) = line.strip_prefix("- ") {
+            argv.push(
+                arg.replace("$(POD_NAME)", "mcpvisor-0")
+                    .replace("/etc/mcpvisor/servers.toml", &path.display().to_string())
+                    .into(),
+            );
+        }
+    }
+    assert!(argv.len() > 5, "{argv:?}");
+    let mcpvisor::cli::Command::Serve(args) = mcpvisor::cli::Cli::try_parse_from(&argv).expect("parses").command else {
+        panic!("not serve: {argv:?}")
+    };
+    let (config, _) = args.daemon_config(&argv).expect("the Kubernetes servers file is valid");
+    let http = config.http.expect("--http");
+    assert_eq!(http.replica.as_deref(), Some("mcpvisor-0"));
+    assert_eq!(config.servers[0].instance.standby, 1);
+}

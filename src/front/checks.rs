@@ -14,7 +14,8 @@ pub const DEFAULT_VERSION: &str = "2025-03-26";
 /// Who may reach the front.
 #[derive(Debug, Clone, Default)]
 pub struct Allow {
-    /// Extra `Host` names (with or without a port) besides loopback names and the bound address.
+    /// Extra `Host` names (with or without a port) besides loopback names and the bound address
+    /// (`*`: any, for a daemon reached by names it cannot know, such as pod addresses).
     pub hosts: Vec<String>,
     /// Allowed `Origin`s besides loopback ones (`*`: any).
     pub origins: Vec<String>,
@@ -59,8 +60,9 @@ impl Allow {
         // HTTP/1.1 requires Host; a request without one cannot be a browser's.
         let Some(host) = host else { return Ok(()) };
         let name = host_part(host);
-        let allowed =
-            is_loopback_name(name) || name == host_part(bound) || self.hosts.iter().any(|h| h == host || h == name);
+        let allowed = is_loopback_name(name)
+            || name == host_part(bound)
+            || self.hosts.iter().any(|h| h == "*" || h == host || h == name);
         if allowed {
             Ok(())
         } else {
@@ -125,6 +127,8 @@ mod tests {
         }
         assert!(matches!(allow.check_host(Some("evil.example:8080"), "127.0.0.1:8080"), Err(Refusal::Host(_))));
         assert_eq!(allow.check_host(None, "127.0.0.1:8080"), Ok(()));
+        let any = Allow { hosts: vec!["*".into()], ..Allow::default() };
+        assert_eq!(any.check_host(Some("10.1.2.3:8080"), "0.0.0.0:8080"), Ok(()));
     }
 
     #[test]
