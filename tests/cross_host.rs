@@ -7,8 +7,9 @@
 //! Checked: the sessions spread over both replicas and each one's requests reach its replica; a
 //! SIGKILL of one whole replica moves its clients to the other (404, then a new session there)
 //! and leaves the other's sessions untouched; a rolling restart of a replica (SIGTERM, drain,
-//! start) loses none of the requests in flight on it. The shipped nginx configuration is checked
-//! with `nginx -t` on the balancer's host.
+//! start) loses none of the requests in flight on it. The shipped nginx configuration passes
+//! `nginx -t` on the balancer's host, then replaces HAProxy there: new sessions spread over both
+//! replicas and each one's requests reach its replica.
 //!
 //! Needs root, iproute2, HAProxy (and nginx for its check) and the interop peers; `.ci/run`
 //! installs them. Without them the test says why and is skipped, unless
@@ -294,7 +295,23 @@ fn two_replicas_behind_haproxy_survive_a_kill_and_a_rolling_restart() {
         "{after_restart}"
     );
     drop(driver);
-    for process in replicas.iter_mut().chain([&mut haproxy]) {
+
+    // The shipped nginx configuration routes sessions the same way.
+    let _ = haproxy.kill();
+    let _ = haproxy.wait();
+    let conf = nginx_conf.display().to_string();
+    let mut nginx = Hosts::command(&hosts.lb, Path::new("nginx"), &["-p", &prefix, "-c", &conf])
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let mut driver = Driver::start(&hosts, &interop);
+    let opened = driver.ask("open 40");
+    let (on_1, on_2) = (count(&opened["by_replica"], "mcp-1"), count(&opened["by_replica"], "mcp-2"));
+    assert!(on_1 > 0 && on_2 > 0 && on_1 + on_2 == 40, "nginx spreads new sessions: {opened}");
+    let through_nginx = driver.ask("call");
+    assert_eq!((through_nginx["ok"].as_u64(), through_nginx["kept"].as_u64()), (Some(40), Some(40)), "{through_nginx}");
+    drop(driver);
+    for process in replicas.iter_mut().chain([&mut nginx]) {
         let _ = process.kill();
         let _ = process.wait();
     }
