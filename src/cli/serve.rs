@@ -102,6 +102,11 @@ pub struct DaemonOptions {
     #[arg(long, value_name = "PATH")]
     pub http_token_file: Option<PathBuf>,
 
+    /// Tokens (one per line, as --http-token-file) that may also restart and stop servers from
+    /// the status page at `/`; without it the page is read-only.
+    #[arg(long, value_name = "PATH")]
+    pub http_admin_token_file: Option<PathBuf>,
+
     /// Open HTTP sessions allowed per server; beyond it, initialize gets 503.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     pub max_sessions: usize,
@@ -262,6 +267,7 @@ impl ServeArgs {
                 allowed_origins: self.daemon.allowed_origins.clone(),
                 allowed_hosts: self.daemon.allowed_hosts.clone(),
                 token_file: self.daemon.http_token_file.clone(),
+                admin_token_file: self.daemon.http_admin_token_file.clone(),
                 max_sessions: self.daemon.max_sessions,
                 max_streams: self.daemon.max_streams,
                 tls: self.daemon.tls_cert.clone().zip(self.daemon.tls_key.clone()),

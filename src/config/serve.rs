@@ -100,6 +100,8 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     pub allowed_hosts: Vec<String>,
     pub token_file: Option<PathBuf>,
+    /// Tokens that may restart and stop servers from the status page.
+    pub admin_token_file: Option<PathBuf>,
     pub max_sessions: usize,
     pub max_streams: usize,
     /// Certificate chain and key files, for HTTPS.

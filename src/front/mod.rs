@@ -11,6 +11,7 @@
 pub mod checks;
 mod handshake;
 mod limits;
+mod page;
 mod routes;
 pub mod session;
 mod sse;
@@ -63,6 +64,9 @@ pub struct FrontConfig {
     pub session_idle: Duration,
     /// Bearer tokens a request must carry one of (none: no token needed).
     pub tokens: Vec<String>,
+    /// Tokens that may also restart and stop servers from the status page's API (none: it is
+    /// read-only).
+    pub admin_tokens: Vec<String>,
     /// Open sessions and open event streams per server.
     pub max_sessions: usize,
     pub max_streams: usize,
@@ -81,6 +85,12 @@ pub enum AttachError {
 
 /// The daemon's servers, as the front sees them.
 pub trait Backends: ControlTarget {
+    /// One server, asked as its control socket would be (the status page's API).
+    type Server: ControlTarget;
+
+    /// Every server with its name, by name.
+    fn servers(&self) -> Vec<(String, Self::Server)>;
+
     /// Connects a new client to server `name` (`None`: the daemon's only server) and returns the
     /// server's name.
     fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError>;
@@ -208,24 +218,20 @@ async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Respo
                 .unwrap_or(crate::http::observe(req.method(), &path, &shared.target).await.map(|b| b.boxed_unsync()));
         }
         "/mcp" => None,
+        p if page::is_page_path(p) => {
+            let need = page::need(req.method(), p);
+            if let Some(refused) = checks(shared, &req).or_else(|| authorize(shared, &req, need)) {
+                return refused;
+            }
+            return page::route(shared, req).await;
+        }
         p => match server_in_path(p) {
             Some(name) => Some(name.to_owned()),
             None => return plain(StatusCode::NOT_FOUND, "MCP endpoints are at /mcp/NAME\n"),
         },
     };
-    if let Some(refused) = checks(shared, &req) {
+    if let Some(refused) = checks(shared, &req).or_else(|| authorize(shared, &req, page::Need::Read)) {
         return refused;
-    }
-    if !shared.config.tokens.is_empty() {
-        let authorization = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if !checks::check_token(&shared.config.tokens, authorization) {
-            tracing::warn!("HTTP front: a request without a valid bearer token was refused");
-            let mut resp =
-                plain(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)\n");
-            resp.headers_mut()
-                .insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpvisor\""));
-            return resp;
-        }
     }
     if shared.closing.load(Ordering::Relaxed) {
         let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, "mcpvisor is shutting down; retry shortly\n");
@@ -250,6 +256,30 @@ async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> Respo
 fn server_in_path(path: &str) -> Option<&str> {
     let name = path.strip_prefix("/mcp/").or_else(|| path.strip_prefix('/')?.strip_suffix("/mcp"))?;
     (!name.is_empty() && !name.contains('/')).then_some(name)
+}
+
+/// The bearer token a request needs (`need`); a refusal is the response. Tokens are compared in
+/// constant time and never logged.
+fn authorize<T>(shared: &Shared<T>, req: &Request<Incoming>, need: page::Need) -> Option<Response<Body>> {
+    let authorization = req.headers().get(hyper::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let config = &shared.config;
+    let admin = checks::check_token(&config.admin_tokens, authorization);
+    let allowed = match need {
+        page::Need::Nothing => true,
+        page::Need::Read => config.tokens.is_empty() || admin || checks::check_token(&config.tokens, authorization),
+        page::Need::Admin if config.admin_tokens.is_empty() => {
+            let why = "read-only: start the daemon with --http-admin-token-file to allow restart and stop";
+            return Some(page::error(StatusCode::FORBIDDEN, why));
+        }
+        page::Need::Admin => admin,
+    };
+    if allowed {
+        return None;
+    }
+    tracing::warn!("HTTP front: a request without a valid bearer token was refused");
+    let mut resp = plain(StatusCode::UNAUTHORIZED, "a bearer token is required (Authorization: Bearer TOKEN)\n");
+    resp.headers_mut().insert(hyper::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"mcpvisor\""));
+    Some(resp)
 }
 
 /// The Host and Origin checks; a refusal is the response.

@@ -1,7 +1,7 @@
 //! The instance's status snapshot, built from the state its loop owns (the JSON form is
 //! documented in `docs/control-protocol.md`).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Instance;
 use crate::lifecycle::{Cause, ChildState, EndCause};
@@ -52,6 +52,7 @@ impl<I: ClientInput> Instance<I> {
                 limit: policy.config().max_restarts,
                 total: self.metrics.restarts,
                 oldest_leaves_in_secs: policy.oldest_leaves(now).map(|d| d.as_secs_f64()),
+                ages_secs: policy.restart_ages(now).iter().map(Duration::as_secs_f64).collect(),
             },
             last_exit: last_end,
             next_restart_in_secs: self
@@ -65,6 +66,7 @@ impl<I: ClientInput> Instance<I> {
             messages_to_client: self.metrics.messages_to_client,
             diverted_stdout_lines: self.metrics.diverted_stdout_lines,
             stderr_lines: self.tail.total(),
+            errors: self.metrics.errors.values().sum(),
             protocol: status::Protocol {
                 era: self.session.era().as_str().to_owned(),
                 version: self.session.protocol_version(),

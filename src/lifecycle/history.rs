@@ -53,6 +53,13 @@ impl RestartHistory {
         times.front().copied()
     }
 
+    /// How long ago each restart inside `window` happened, oldest first.
+    pub fn ages(&self, now: Instant, window: Duration) -> Vec<Duration> {
+        let mut times = self.times();
+        expire(&mut times, now, window);
+        times.iter().map(|t| now.saturating_duration_since(*t)).collect()
+    }
+
     /// Forgets every restart (an operator's explicit restart).
     pub fn clear(&self) {
         self.times().clear();

@@ -68,6 +68,11 @@ impl RestartPolicy {
         self.restarts.in_window(now, self.config.window)
     }
 
+    /// How long ago each restart inside the window happened, oldest first.
+    pub fn restart_ages(&mut self, now: Instant) -> Vec<Duration> {
+        self.restarts.ages(now, self.config.window)
+    }
+
     /// How long until the oldest restart in the window leaves it.
     pub fn oldest_leaves(&mut self, now: Instant) -> Option<Duration> {
         let window = self.config.window;

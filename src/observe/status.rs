@@ -111,6 +111,10 @@ pub struct Restarts {
     pub total: u64,
     /// When the oldest restart in the window leaves it.
     pub oldest_leaves_in_secs: Option<f64>,
+    /// How long ago each restart in the window happened, in seconds, oldest first (the status
+    /// page draws them).
+    #[serde(default)]
+    pub ages_secs: Vec<f64>,
 }
 
 /// Why the last server generation ended.
@@ -203,6 +207,9 @@ pub struct Status {
     pub messages_to_client: u64,
     pub diverted_stdout_lines: u64,
     pub stderr_lines: u64,
+    /// Error answers mcpvisor made itself (crashes, limits, bad input), all causes together.
+    #[serde(default)]
+    pub errors: u64,
     pub protocol: Protocol,
     /// The last stderr lines, filled when the server is not ready.
     pub stderr_tail: Vec<String>,
@@ -411,6 +418,7 @@ mod tests {
                 limit: 10,
                 total: 10,
                 oldest_leaves_in_secs: Some(59.0),
+                ages_secs: Vec::new(),
             },
             stderr_tail: vec!["boom".into()],
             ..Status::default()

@@ -184,6 +184,11 @@ impl DaemonTarget {
 }
 
 impl Backends for DaemonTarget {
+    type Server = ServerHandle;
+
+    fn servers(&self) -> Vec<(String, ServerHandle)> {
+        DaemonTarget::servers(self).into_iter().map(|s| (s.name().to_owned(), s)).collect()
+    }
     fn attach(&self, name: Option<&str>, port: ClientPort<AnyInput>) -> Result<String, AttachError> {
         let server = self.find(name)?;
         match server.attach(port) {

@@ -104,15 +104,17 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     };
     let front = match &config.http {
         Some(http) => {
-            let tokens = match &http.token_file {
-                Some(path) => match read_tokens(path) {
-                    Ok(tokens) => tokens,
+            let mut files = Vec::new();
+            for file in [&http.token_file, &http.admin_token_file] {
+                match file.as_deref().map(read_tokens).transpose() {
+                    Ok(tokens) => files.push(tokens.unwrap_or_default()),
                     Err(e) => return fail(e),
-                },
-                None => Vec::new(),
-            };
+                }
+            }
+            let admin_tokens = files.pop().unwrap_or_default();
             let front = FrontConfig {
-                tokens,
+                tokens: files.pop().unwrap_or_default(),
+                admin_tokens,
                 max_sessions: http.max_sessions,
                 max_streams: http.max_streams,
                 tls: http.tls.clone(),

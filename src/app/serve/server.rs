@@ -496,6 +496,7 @@ impl ServerHandle {
         // The window is the server's, whatever processes it has now (or none).
         let (now, window) = (Instant::now(), shared.cfg().instance.policy.window);
         status.restarts.in_window = shared.history.in_window(now, window);
+        status.restarts.ages_secs = shared.history.ages(now, window).iter().map(Duration::as_secs_f64).collect();
         status.spares.extend(shared.pool.statuses(now));
         status.standby_off = status.standby_off.or_else(|| shared.pool.off_because());
         status.restarts.oldest_leaves_in_secs =
@@ -526,6 +527,7 @@ fn aggregate(
         messages_to_client: past.messages_to_client,
         diverted_stdout_lines: past.diverted_stdout_lines,
         stderr_lines: tail.total(),
+        errors: past.errors.values().sum(),
         share: Some(cfg.sharing.share.as_str().to_owned()),
         clients,
         stderr_tail: if matches!(state, State::Ready | State::Idle) { Vec::new() } else { tail.last(10) },
@@ -538,6 +540,7 @@ fn aggregate(
         status.messages_to_server += part.messages_to_server;
         status.messages_to_client += part.messages_to_client;
         status.diverted_stdout_lines += part.diverted_stdout_lines;
+        status.errors += part.errors;
         if status.last_exit.as_ref().map_or(true, |e| part.last_exit.as_ref().is_some_and(|p| p.ago_secs < e.ago_secs))
         {
             status.last_exit = part.last_exit.clone().or(status.last_exit.take());
