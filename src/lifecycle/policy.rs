@@ -50,7 +50,9 @@ impl RestartPolicy {
         }
         let window = self.config.window;
         if self.restarts.in_window(now, window) >= self.config.max_restarts as usize {
-            let until = self.restarts.oldest(now, window).map_or(now, |t| t + window);
+            // With no restart in the window (max-restarts 0), a whole window: not at once, which
+            // would try again in a loop.
+            let until = self.restarts.oldest(now, window).map_or(now + window, |t| t + window);
             return Decision::Failed { until };
         }
         let delay = self.backoff();
@@ -228,5 +230,14 @@ mod tests {
         let (now, _) = crash_loop(&mut p, Instant::now(), 11);
         p.reset();
         assert!(matches!(p.on_exit(now, Duration::ZERO), Decision::RestartAfter(_)));
+    }
+
+    #[test]
+    fn with_max_restarts_zero_the_first_crash_fails_for_a_whole_window() {
+        let mut p = RestartPolicy::with_rng(PolicyConfig { max_restarts: 0, ..config() }, fastrand::Rng::with_seed(7));
+        let now = Instant::now();
+        // Not `until: now`, which the lifecycle would take as a free slot and restart at once,
+        // crash after crash.
+        assert_eq!(p.on_exit(now, Duration::ZERO), Decision::Failed { until: now + config().window });
     }
 }
