@@ -18,11 +18,13 @@ use serde_json::Value;
 use support::daemon::Daemon;
 use support::*;
 
+/// `steady` backs off 2.5–5 s after a crash (the backoff is jittered into [d/2, d]): long enough
+/// for the page, which polls every second, to show it on a loaded machine.
 fn config(extra_top: &str) -> String {
     let server = test_server_bin().display().to_string();
     format!(
         "http = \"127.0.0.1:0\"\n{extra_top}\n\
-         [servers.steady]\ncommand = [{server:?}]\nshare = \"shared\"\nstart = \"eager\"\nbackoff-initial = \"1500ms\"\n\
+         [servers.steady]\ncommand = [{server:?}]\nshare = \"shared\"\nstart = \"eager\"\nbackoff-initial = \"5s\"\n\
          [servers.broken]\ncommand = [{server:?}, \"--exit-at-start\", \"3\"]\nshare = \"shared\"\nstart = \"eager\"\n\
          max-restarts = 1\nbackoff-initial = \"10ms\"\n\
          [servers.lazy]\ncommand = [{server:?}]\n"
@@ -76,6 +78,7 @@ fn the_api_is_the_status_of_every_server_behind_the_fronts_token_rules() {
     assert_eq!(code, 200, "the page itself holds no data and needs no token");
     assert!(page.contains("<title>mcpvisor</title>") && page.contains("content=\"0\""), "read-only: no admin buttons");
     assert_eq!(curl(&[&api]).0, 401);
+    assert_eq!(curl(&["-X", "POST", &format!("http://{addr}/")]).0, 405, "a POST to / is not the page");
     let (code, body) = curl(&["-H", "Authorization: Bearer reader-token", &api]);
     assert_eq!(code, 200);
     let statuses: Value = serde_json::from_str(&body).expect("JSON");

@@ -49,6 +49,9 @@ pub async fn route<T: Backends>(shared: &Shared<T>, req: Request<Incoming>) -> R
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     if path == "/" || path == "/status" {
+        if method != Method::GET && method != Method::HEAD {
+            return error(StatusCode::METHOD_NOT_ALLOWED, "the status page is GET only; MCP is at /mcp/NAME");
+        }
         return page(!shared.config.admin_tokens.is_empty());
     }
     if path == "/api/status" {
