@@ -51,11 +51,17 @@ fn client_command(peer: Peer, dir: &std::path::Path, log: &std::path::Path, serv
     cmd
 }
 
-fn run_client(peer: Peer, server: &[String]) {
-    let Some(dir) = interop_dir() else { return };
+/// Runs `peer` against `server` through `mcpvisor run` (with `standby`, a warm spare) and checks
+/// it succeeded; mcpvisor's log.
+fn run_client_through_run(peer: Peer, server: &[String], standby: bool) -> Option<String> {
+    let dir = interop_dir()?;
     let tmp = tempfile::tempdir().unwrap();
     let log = tmp.path().join("mcpvisor.log");
-    let out = client_command(peer, &dir, &log, server).output().expect("run the client");
+    let mut client = client_command(peer, &dir, &log, server);
+    if standby {
+        client.env("MCPVISOR_STANDBY", "1");
+    }
+    let out = client.output().expect("run the client");
     let log_text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         out.status.success(),
@@ -64,29 +70,28 @@ fn run_client(peer: Peer, server: &[String]) {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("{}", String::from_utf8_lossy(&out.stdout));
-    // The client closed the session: no generation of the server may survive.
-    let pids = pids_in_log(&log_text);
-    assert_eq!(pids.len(), 2, "{log_text}");
+    Some(log_text)
+}
+
+/// Waits until the process group of each of `pids` is gone.
+fn wait_groups_gone(pids: impl IntoIterator<Item = i32>) {
     for pid in pids {
         wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));
     }
 }
 
+fn run_client(peer: Peer, server: &[String]) {
+    let Some(log_text) = run_client_through_run(peer, server, false) else { return };
+    // The client closed the session: no generation of the server may survive.
+    let pids = pids_in_log(&log_text);
+    assert_eq!(pids.len(), 2, "{log_text}");
+    wait_groups_gone(pids);
+}
+
 /// As [`run_client`], with a warm spare (`--standby 1`) that must take over from the killed
 /// server; every process, spares included, is gone after the client leaves.
 fn run_client_with_standby(peer: Peer, server: &[String]) {
-    let Some(dir) = interop_dir() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let log = tmp.path().join("mcpvisor.log");
-    let out = client_command(peer, &dir, &log, server).env("MCPVISOR_STANDBY", "1").output().expect("run the client");
-    let log_text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(
-        out.status.success(),
-        "client failed\nstdout:\n{}\nstderr:\n{}\nmcpvisor log:\n{log_text}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let Some(log_text) = run_client_through_run(peer, server, true) else { return };
     assert!(log_text.contains("spare promoted"), "{log_text}");
     let spares: Vec<i32> = log_text
         .lines()
@@ -94,9 +99,7 @@ fn run_client_with_standby(peer: Peer, server: &[String]) {
         .filter_map(|l| l.split("pid=").nth(1)?.split_whitespace().next()?.parse().ok())
         .collect();
     assert!(!spares.is_empty(), "{log_text}");
-    for pid in pids_in_log(&log_text).into_iter().chain(spares) {
-        wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));
-    }
+    wait_groups_gone(pids_in_log(&log_text).into_iter().chain(spares));
 }
 
 fn everything_via_npx() -> Vec<String> {
@@ -191,9 +194,7 @@ fn run_client_via_daemon(peer: Peer, server: &[String], share: &str, via: Via) -
     }
     daemon.signal(nix::sys::signal::Signal::SIGTERM);
     assert_eq!(daemon.wait_exit(TIMEOUT).code(), Some(0));
-    for pid in pids_in_log(&daemon.log()) {
-        wait_for("server group gone", TIMEOUT, || group_members(pid).is_empty().then_some(()));
-    }
+    wait_groups_gone(pids_in_log(&daemon.log()));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -45,6 +45,15 @@ impl<I: ClientInput> Instance<I> {
 
     fn spawn_child(&mut self) -> Result<Child, SpawnError> {
         let generation = self.life.next_generation();
+        let (child, pipes) = self.spawn_process(generation)?;
+        tracing::info!(generation, pid = child.pid, command = %self.cfg.spec.display(), "server started");
+        self.use_pipes(pipes);
+        Ok(child)
+    }
+
+    /// Starts a process of the server as generation `generation` (the current one, or a spare),
+    /// reporting its exit to this instance.
+    pub(super) fn spawn_process(&self, generation: u64) -> Result<(Child, Pipes), SpawnError> {
         let args = SpawnArgs {
             generation,
             max_message: self.cfg.max_message_size,
@@ -53,10 +62,7 @@ impl<I: ClientInput> Instance<I> {
             exits: self.exits_tx.clone(),
             scope: &self.scope,
         };
-        let (child, pipes) = Child::spawn(&self.cfg.spec, args)?;
-        tracing::info!(generation, pid = child.pid, command = %self.cfg.spec.display(), "server started");
-        self.use_pipes(pipes);
-        Ok(child)
+        Child::spawn(&self.cfg.spec, args)
     }
 
     /// The pipes of a new current generation; its checks start over.

@@ -31,7 +31,6 @@ use crate::lifecycle::standby::Warmth;
 use crate::lifecycle::{Phase, STDOUT_DRAIN};
 use crate::observe::status::SpareStatus;
 use crate::port::ClientInput;
-use crate::process::child::SpawnArgs;
 use crate::process::{Child, ChildExit, Pipes};
 use crate::protocol::framing::{Frame, FramedReader};
 use crate::protocol::jsonrpc::{self, Id, Kind, Message};
@@ -97,15 +96,7 @@ impl<I: ClientInput> Instance<I> {
     fn start_spare(&mut self, now: Instant) {
         self.standby.starting(now);
         let generation = self.life.issue_generation();
-        let args = SpawnArgs {
-            generation,
-            max_message: self.cfg.max_message_size,
-            timings: self.cfg.stop,
-            tail: self.tail.clone(),
-            exits: self.exits_tx.clone(),
-            scope: &self.scope,
-        };
-        let (child, pipes) = match Child::spawn(&self.cfg.spec, args) {
+        let (child, pipes) = match self.spawn_process(generation) {
             Ok(started) => started,
             Err(e) => {
                 self.metrics.spare_failures += 1;
