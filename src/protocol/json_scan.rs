@@ -26,33 +26,21 @@ pub struct ScanError {
 }
 
 /// Word-at-a-time (SWAR) masks: `x - ONES*n & !x & HIGH` is non-zero iff some byte of `x` is below
-/// `n` (for `n` up to 0x80), and the lowest flagged byte is exact.
+/// `n` (for `n` up to 0x80), and the lowest flagged byte is exact (a false flag only ever sits above
+/// a true one, whose borrow caused it).
 const ONES: u64 = 0x0101_0101_0101_0101;
 const HIGH: u64 = 0x8080_8080_8080_8080;
 
-/// How many of the first [`SHORT`] bytes of `bytes` are plain string content: no quote, backslash
-/// or control character. Eight bytes at a time (SWAR), which beats both a byte loop and a memchr
-/// call on the short strings that make up most of a message.
-fn plain_prefix(bytes: &[u8]) -> usize {
-    // Non-zero iff some byte of `x` is zero; the lowest flagged byte is exact.
-    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let mut i = 0;
-    while let Some(chunk) = bytes.get(i..i + 8).filter(|_| i < SHORT) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let v = u64::from_le_bytes(word);
-        let special = has_zero(v ^ (ONES * u64::from(b'"')))
-            | has_zero(v ^ (ONES * u64::from(b'\\')))
-            | (v.wrapping_sub(ONES * 0x20) & !v & HIGH);
-        if special != 0 {
-            return i + (special.trailing_zeros() / 8) as usize;
-        }
-        i += 8;
-    }
-    if i >= SHORT {
-        return i;
-    }
-    i + bytes[i..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).unwrap_or(bytes.len() - i)
+/// The bytes of `word` that end plain string content: a quote, a backslash or a control character,
+/// flagged in their high bits.
+#[inline(always)]
+fn specials(word: u64) -> u64 {
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (quote.wrapping_sub(ONES) & !quote
+        | backslash.wrapping_sub(ONES) & !backslash
+        | word.wrapping_sub(ONES * 0x20) & !word)
+        & HIGH
 }
 
 /// The raw text of the top-level fields routing cares about (each a complete JSON value).
@@ -68,14 +56,14 @@ pub struct Fields<'a> {
 
 impl<'a> Fields<'a> {
     /// Where the value of the key `name` goes, if it is one of the fields.
-    fn slot(&mut self, name: &str) -> Option<&mut Option<&'a str>> {
+    fn slot(&mut self, name: &[u8]) -> Option<&mut Option<&'a str>> {
         match name {
-            "jsonrpc" => Some(&mut self.jsonrpc),
-            "id" => Some(&mut self.id),
-            "method" => Some(&mut self.method),
-            "params" => Some(&mut self.params),
-            "result" => Some(&mut self.result),
-            "error" => Some(&mut self.error),
+            b"jsonrpc" => Some(&mut self.jsonrpc),
+            b"id" => Some(&mut self.id),
+            b"method" => Some(&mut self.method),
+            b"params" => Some(&mut self.params),
+            b"result" => Some(&mut self.result),
+            b"error" => Some(&mut self.error),
             _ => None,
         }
     }
@@ -101,8 +89,7 @@ pub fn scan(text: &str) -> Result<Top<'_>, ScanError> {
 /// element of a scanned array is).
 pub fn object_fields(text: &str) -> Option<Fields<'_>> {
     let mut s = Scanner::new(text);
-    s.ws();
-    if s.peek() != Some(b'{') {
+    if s.token() != b'{' {
         return None;
     }
     s.object_fields().ok()
@@ -151,39 +138,46 @@ impl<'a> Scanner<'a> {
     }
 
     fn top(&mut self) -> Result<Top<'a>, Failed> {
-        self.ws();
-        let top = match self.peek() {
-            Some(b'{') => Top::Object(self.object_fields()?),
-            Some(b'[') => Top::Array(self.array_elements()?),
+        let top = match self.token() {
+            b'{' => Top::Object(self.object_fields()?),
+            b'[' => Top::Array(self.array_elements()?),
             _ => {
                 self.value()?;
                 Top::Scalar
             }
         };
-        self.ws();
+        self.token();
         if self.pos < self.bytes.len() {
             return Err(self.fail("trailing characters"));
         }
         Ok(top)
     }
 
-    #[inline]
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.pos).copied()
-    }
-
-    #[inline]
-    fn ws(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.pos += 1;
+    /// The next byte that is not whitespace, without consuming it; 0 at the end of the text (a
+    /// NUL byte is never valid there either). Compact JSON has no whitespace, so that is one test.
+    #[inline(always)]
+    fn token(&mut self) -> u8 {
+        match self.bytes.get(self.pos) {
+            Some(&b) if b > b' ' => b,
+            _ => self.skip_ws(),
         }
     }
 
-    #[inline]
-    fn expect(&mut self, byte: u8, what: &'static str) -> Step {
-        self.ws();
-        if self.peek() != Some(byte) {
-            return Err(self.fail(what));
+    #[inline(never)]
+    fn skip_ws(&mut self) -> u8 {
+        while let Some(&b) = self.bytes.get(self.pos) {
+            if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+                return b;
+            }
+            self.pos += 1;
+        }
+        0
+    }
+
+    #[inline(always)]
+    fn colon(&mut self) -> Step {
+        if self.token() != b':' {
+            return Err(self.fail("expected `:`"));
         }
         self.pos += 1;
         Ok(())
@@ -195,37 +189,41 @@ impl<'a> Scanner<'a> {
         let mut fields = Fields::default();
         self.pos += 1; // '{'
         self.push(true)?; // counts towards the depth limit; values below start from here
-        self.ws();
-        if self.peek() == Some(b'}') {
+        if self.token() == b'}' {
             self.pos += 1;
             return Ok(fields);
         }
         loop {
-            self.ws();
             let key_start = self.pos;
             self.key()?;
-            let key = &self.text[key_start..self.pos];
-            self.expect(b':', "expected `:`")?;
-            self.ws();
+            let key_end = self.pos;
+            self.colon()?;
+            // Most members are a string or a number: those skip the container machinery.
+            let first = self.token();
             let start = self.pos;
-            self.value()?;
-            let value = &self.text[start..self.pos];
-            let name = &key[1..key.len() - 1];
+            match first {
+                b'"' => self.string()?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                _ => self.value()?,
+            }
+            let bytes = self.bytes;
             let slot = if self.escaped {
-                match serde_json::from_str::<String>(key) {
-                    Ok(name) => fields.slot(&name),
+                match serde_json::from_slice::<String>(&bytes[key_start..key_end]) {
+                    Ok(name) => fields.slot(name.as_bytes()),
                     Err(_) => return Err(self.fail_at("invalid escape in key", key_start)),
                 }
             } else {
-                fields.slot(name)
+                fields.slot(&bytes[key_start + 1..key_end - 1])
             };
-            if slot.is_some_and(|slot| slot.replace(value).is_some()) {
-                return Err(self.fail_at("duplicate field", key_start));
+            if let Some(slot) = slot {
+                if slot.is_some() {
+                    return Err(self.fail_at("duplicate field", key_start));
+                }
+                *slot = self.text.get(start..self.pos);
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
+            match self.token() {
+                b',' => self.pos += 1,
+                b'}' => {
                     self.pos += 1;
                     return Ok(fields);
                 }
@@ -238,20 +236,18 @@ impl<'a> Scanner<'a> {
         let mut items = Vec::new();
         self.pos += 1; // '['
         self.push(false)?;
-        self.ws();
-        if self.peek() == Some(b']') {
+        if self.token() == b']' {
             self.pos += 1;
             return Ok(items);
         }
         loop {
-            self.ws();
+            self.token();
             let start = self.pos;
             self.value()?;
             items.push(&self.text[start..self.pos]);
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
+            match self.token() {
+                b',' => self.pos += 1,
+                b']' => {
                     self.pos += 1;
                     return Ok(items);
                 }
@@ -260,10 +256,10 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    #[inline]
     /// A key; afterwards `escaped` says whether it had escapes (and so needs decoding).
+    #[inline(always)]
     fn key(&mut self) -> Step {
-        if self.peek() != Some(b'"') {
+        if self.token() != b'"' {
             return Err(self.fail("expected a string key"));
         }
         self.escaped = false;
@@ -275,37 +271,32 @@ impl<'a> Scanner<'a> {
         let base = self.depth;
         loop {
             // Here a value starts.
-            self.ws();
-            match self.peek() {
-                Some(b'{') => {
+            match self.token() {
+                b'"' => self.string()?,
+                b'{' => {
                     self.pos += 1;
                     self.push(true)?;
-                    self.ws();
-                    if self.peek() == Some(b'}') {
-                        self.pos += 1;
-                        self.depth -= 1;
-                    } else {
+                    if self.token() != b'}' {
                         self.key()?;
-                        self.expect(b':', "expected `:`")?;
+                        self.colon()?;
                         continue;
                     }
+                    self.pos += 1;
+                    self.depth -= 1;
                 }
-                Some(b'[') => {
+                b'[' => {
                     self.pos += 1;
                     self.push(false)?;
-                    self.ws();
-                    if self.peek() == Some(b']') {
-                        self.pos += 1;
-                        self.depth -= 1;
-                    } else {
+                    if self.token() != b']' {
                         continue;
                     }
+                    self.pos += 1;
+                    self.depth -= 1;
                 }
-                Some(b'"') => self.string()?,
-                Some(b'-' | b'0'..=b'9') => self.number()?,
-                Some(b't') => self.literal(b"true")?,
-                Some(b'f') => self.literal(b"false")?,
-                Some(b'n') => self.literal(b"null")?,
+                b'-' | b'0'..=b'9' => self.number()?,
+                b't' => self.literal(b"true")?,
+                b'f' => self.literal(b"false")?,
+                b'n' => self.literal(b"null")?,
                 _ => return Err(self.fail("expected a value")),
             }
             // Here a value ended: close containers until one continues with another member.
@@ -313,23 +304,21 @@ impl<'a> Scanner<'a> {
                 if self.depth == base {
                     return Ok(());
                 }
-                self.ws();
                 let in_object = self.top_is_object();
-                match self.peek() {
-                    Some(b',') => {
+                match self.token() {
+                    b',' => {
                         self.pos += 1;
                         if in_object {
-                            self.ws();
                             self.key()?;
-                            self.expect(b':', "expected `:`")?;
+                            self.colon()?;
                         }
                         break;
                     }
-                    Some(b'}') if in_object => {
+                    b'}' if in_object => {
                         self.pos += 1;
                         self.depth -= 1;
                     }
-                    Some(b']') if !in_object => {
+                    b']' if !in_object => {
                         self.pos += 1;
                         self.depth -= 1;
                     }
@@ -361,93 +350,71 @@ impl<'a> Scanner<'a> {
         self.stack[d / 64] & (1 << (d % 64)) != 0
     }
 
-    /// A string, from its opening quote. Most strings (keys, methods, ids) are short and a byte
-    /// loop finds their end fastest; past [`SHORT`] bytes memchr jumps to the next quote or
-    /// backslash, and the bytes jumped over are checked for control characters in vector blocks.
-    #[inline]
+    /// A string, from its opening quote.
+    #[inline(always)]
     fn string(&mut self) -> Step {
-        self.pos += 1;
+        let mut i = self.pos + 1;
         loop {
-            let rest = &self.bytes[self.pos..];
-            let end = match plain_prefix(rest) {
-                i if i < SHORT || i == rest.len() => i,
-                _ => {
-                    let long = SHORT + memchr::memchr2(b'"', b'\\', &rest[SHORT..]).unwrap_or(rest.len() - SHORT);
-                    if let Some(i) = first_control(&rest[SHORT..long]) {
-                        self.pos += SHORT + i;
-                        return Err(self.fail("control character in string"));
-                    }
-                    long
-                }
-            };
-            self.pos += end;
-            match self.peek() {
-                Some(b'"') => {
-                    self.pos += 1;
+            let (at, byte) = next_special(self.bytes, i);
+            match byte {
+                b'"' => {
+                    self.pos = at + 1;
                     return Ok(());
                 }
-                Some(b'\\') => self.escape()?,
-                Some(_) => return Err(self.fail("control character in string")),
-                None => return Err(self.fail("unterminated string")),
+                b'\\' => i = self.escape(at)?,
+                _ if at < self.bytes.len() => return Err(self.fail_at("control character in string", at)),
+                _ => return Err(self.fail_at("unterminated string", at)),
             }
         }
     }
 
-    #[inline]
-    fn escape(&mut self) -> Step {
+    /// The escape at `i` (a backslash); where the string goes on after it.
+    #[inline(never)]
+    fn escape(&mut self, i: usize) -> Result<usize, Failed> {
         self.escaped = true;
-        self.pos += 1; // '\'
-        match self.peek() {
-            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => self.pos += 1,
-            Some(b'u') => {
-                self.pos += 1;
-                for _ in 0..4 {
-                    if !self.peek().is_some_and(|b| b.is_ascii_hexdigit()) {
-                        return Err(self.fail("invalid \\u escape"));
-                    }
-                    self.pos += 1;
-                }
-            }
-            _ => return Err(self.fail("invalid escape")),
+        match self.bytes.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+            Some(b'u') => match self.bytes.get(i + 2..i + 6) {
+                Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Ok(i + 6),
+                _ => Err(self.fail_at("invalid \\u escape", i + 2)),
+            },
+            _ => Err(self.fail_at("invalid escape", i + 1)),
         }
-        Ok(())
-    }
-
-    fn digits(&mut self) -> Step {
-        if !self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            return Err(self.fail("invalid number"));
-        }
-        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
-            self.pos += 1;
-        }
-        Ok(())
     }
 
     fn number(&mut self) -> Step {
-        if self.peek() == Some(b'-') {
-            self.pos += 1;
-        }
-        match self.peek() {
+        let bytes = self.bytes;
+        let mut i = self.pos + usize::from(bytes.get(self.pos) == Some(&b'-'));
+        match bytes.get(i) {
             Some(b'0') => {
-                self.pos += 1;
-                if self.peek().is_some_and(|b| b.is_ascii_digit()) {
-                    return Err(self.fail("invalid number"));
+                i += 1;
+                if bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                    return Err(self.fail_at("invalid number", i));
                 }
             }
-            _ => self.digits()?,
+            Some(b'1'..=b'9') => i = digits_end(bytes, i + 1),
+            _ => return Err(self.fail_at("invalid number", i)),
         }
-        if self.peek() == Some(b'.') {
-            self.pos += 1;
-            self.digits()?;
+        if let Some(b'.') = bytes.get(i) {
+            i = self.digits(i + 1)?;
         }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.pos += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.pos += 1;
+        if let Some(b'e' | b'E') = bytes.get(i) {
+            i += 1;
+            if let Some(b'+' | b'-') = bytes.get(i) {
+                i += 1;
             }
-            self.digits()?;
+            i = self.digits(i)?;
         }
+        self.pos = i;
         Ok(())
+    }
+
+    /// One or more digits from `i`; where they end.
+    fn digits(&mut self, i: usize) -> Result<usize, Failed> {
+        match digits_end(self.bytes, i) {
+            end if end > i => Ok(end),
+            _ => Err(self.fail_at("invalid number", i)),
+        }
     }
 
     fn literal(&mut self, word: &'static [u8]) -> Step {
@@ -457,6 +424,49 @@ impl<'a> Scanner<'a> {
         self.pos += word.len();
         Ok(())
     }
+}
+
+#[inline(always)]
+fn digits_end(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+/// The index of the first quote, backslash or control character at or after `i`, and that byte
+/// (0 at the end of `bytes`). Most strings (keys, methods, ids) are short: a word at a time finds
+/// their end; past [`SHORT`] bytes memchr jumps to the next quote or backslash instead.
+#[inline(always)]
+fn next_special(bytes: &[u8], mut i: usize) -> (usize, u8) {
+    let start = i;
+    while let Some(&word) = bytes.get(i..i + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
+        let word = u64::from_le_bytes(word);
+        let found = specials(word);
+        if found != 0 {
+            let bit = found.trailing_zeros();
+            return (i + (bit / 8) as usize, (word >> (bit & !7)) as u8);
+        }
+        i += 8;
+        if i - start >= SHORT {
+            return long_special(bytes, i);
+        }
+    }
+    let tail = bytes.get(i..).unwrap_or_default();
+    match tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        Some(k) => (i + k, tail[k]),
+        None => (bytes.len(), 0),
+    }
+}
+
+/// [`next_special`] in a long string: memchr to the next quote or backslash, then the bytes jumped
+/// over checked for control characters in blocks.
+#[inline(never)]
+fn long_special(bytes: &[u8], i: usize) -> (usize, u8) {
+    let rest = bytes.get(i..).unwrap_or_default();
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let end = first_control(&rest[..end]).unwrap_or(end);
+    (i + end, rest.get(end).copied().unwrap_or(0))
 }
 
 /// The index of the first byte below 0x20: 32 bytes per step as four words tested together, so the
