@@ -111,8 +111,10 @@ proptest! {
     }
 
     #[test]
-    fn scanner_accepts_any_json_and_finds_the_same_fields(value in json_value()) {
-        let text = value.to_string();
+    fn scanner_accepts_any_json_and_finds_the_same_fields(value in json_value(), pretty in any::<bool>()) {
+        // Compact (the keys the scanner recognises by their bytes) and pretty-printed (whitespace
+        // before every key, the general path).
+        let text = if pretty { serde_json::to_string_pretty(&value).unwrap_or_default() } else { value.to_string() };
         let top = json_scan::scan(&text);
         prop_assert!(top.is_ok(), "{:?}: {text}", top);
         if let (Ok(Top::Object(fields)), serde_json::Value::Object(map)) = (top, &value) {

@@ -1,0 +1,125 @@
+//! The scanner against hand-picked texts; tests/properties.rs compares it with serde_json.
+
+use super::*;
+
+fn ok(text: &str) -> bool {
+    scan(text).is_ok()
+}
+
+#[test]
+fn finds_top_level_fields_and_ignores_nested_ones() {
+    let text =
+        r#" {"jsonrpc":"2.0","params":{"id":9,"method":"no"},"id":"a\"b","method":"x/y","other":[1,{"result":2}]} "#;
+    let Ok(Top::Object(f)) = scan(text) else { panic!("not an object") };
+    assert_eq!(f.jsonrpc, Some(r#""2.0""#));
+    assert_eq!(f.id, Some(r#""a\"b""#));
+    assert_eq!(f.method, Some(r#""x/y""#));
+    assert_eq!(f.params, Some(r#"{"id":9,"method":"no"}"#));
+    assert_eq!(f.result, None);
+}
+
+#[test]
+fn escaped_keys_are_decoded_and_duplicates_refused() {
+    let Ok(Top::Object(f)) = scan(r#"{"\u0069d":1}"#) else { panic!() };
+    assert_eq!(f.id, Some("1"));
+    assert!(scan(r#"{"id":1,"id":2}"#).is_err());
+    assert!(scan(r#"{"x":1,"x":2}"#).is_ok());
+    assert!(scan(r#"{"\ud800":1}"#).is_err());
+}
+
+#[test]
+fn compact_and_spaced_keys_are_the_same_field() {
+    let Ok(Top::Object(f)) = scan(r#"{"jsonrpc":"2.0","id":7,"method":"m","params":{},"error":1}"#) else { panic!() };
+    assert_eq!((f.jsonrpc, f.id, f.method), (Some(r#""2.0""#), Some("7"), Some(r#""m""#)));
+    assert_eq!((f.params, f.error), (Some("{}"), Some("1")));
+    assert!(scan(r#"{"id":1, "id" :2}"#).is_err());
+    assert!(scan(r#"{"result" :1,"result":2}"#).is_err());
+    assert!(scan(r#"{"idx":1,"id":2}"#).is_ok());
+    assert!(scan(r#"{"id":}"#).is_err());
+    assert!(scan(r#"{"jsonrpc"}"#).is_err());
+}
+
+#[test]
+fn arrays_list_their_elements() {
+    assert_eq!(scan(r#"[1, {"a":[]} ,"x"]"#), Ok(Top::Array(vec!["1", r#"{"a":[]}"#, r#""x""#])));
+    assert_eq!(scan("[]"), Ok(Top::Array(vec![])));
+    assert_eq!(scan("\"s\""), Ok(Top::Scalar));
+}
+
+#[test]
+fn accepts_what_json_allows() {
+    for text in [
+        r#""0123456789abcdefghij0123456789abcdefghij\"0123456789abcdefghij0123456789abcdefghij\u00e9é""#,
+        "0",
+        "-0",
+        "1.5e-3",
+        "1E+9",
+        "-12.0",
+        "true",
+        "false",
+        "null",
+        r#""\u00e9\n\"\\\/""#,
+        "\"é😀\"",
+        "[[[]]]",
+        r#"{"a":{"b":{"c":[1,2,{"d":null}]}}}"#,
+        " \t\r\n{} ",
+        r#""0123456789abcdefghij""#,
+    ] {
+        assert!(ok(text), "{text}");
+    }
+}
+
+#[test]
+fn refuses_what_json_does_not() {
+    for text in [
+        "",
+        " ",
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "1e",
+        "+1",
+        "tru",
+        "nul",
+        "[1,]",
+        "{\"a\":1,}",
+        "{a:1}",
+        "{\"a\" 1}",
+        "[1 2]",
+        "\"abc",
+        "\"\\x\"",
+        "\"\\u12g4\"",
+        "\"a\u{1}b\"",
+        "{} {}",
+        "[",
+        "{",
+        "{\"a\":}",
+        "'x'",
+        "NaN",
+        "\"0123456789\tabcdef\"",
+        "\"0123456789abcdefghij0123456789abcdefghij0123456789abcdefghij\u{1f}x\"",
+        "\"0123456789abcdefghij0123456789abcdefghij0123456789abcdefghij\\q\"",
+        "\"0123456789abcdefghij0123456789abcdefghij",
+    ] {
+        assert!(!ok(text), "{text:?}");
+    }
+}
+
+#[test]
+fn nesting_is_limited_without_recursion() {
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    assert!(ok(&deep(MAX_DEPTH)));
+    assert_eq!(scan(&deep(MAX_DEPTH + 1)).map(|_| ()).unwrap_err().what, "nesting too deep");
+    assert!(!ok(&"[".repeat(100_000)));
+}
+
+#[test]
+fn agrees_with_serde_json_on_every_prefix() {
+    let text = r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"e\u0301","arguments":{"x":[1.5,-2e3,true,null,"a\"b\\c"]}}}"#;
+    for end in 0..=text.len() {
+        let Some(prefix) = text.get(..end) else { continue };
+        let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(prefix).is_ok();
+        assert_eq!(ok(prefix), serde_ok, "{prefix}");
+    }
+}
