@@ -15,6 +15,8 @@ const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1
 
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
+    /// Per bucket, not cumulative: an observation (one per answered request) increments one
+    /// counter, and the exposition adds them up.
     counts: [u64; LATENCY_BUCKETS.len()],
     sum: f64,
     count: u64,
@@ -31,10 +33,8 @@ impl Histogram {
 
     pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.counts[i] += 1;
-            }
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+            self.counts[i] += 1;
         }
         self.sum += secs;
         self.count += 1;
@@ -192,8 +192,10 @@ pub fn render_many(items: &[(&Metrics, &Status)]) -> String {
     });
     family("mcpvisor_request_duration_seconds", "histogram", "client request to server response", &|w, m, _| {
         let h = &m.latency;
-        for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-            w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", &le.to_string())], h.counts[i]);
+        let mut cumulative = 0;
+        for (le, n) in LATENCY_BUCKETS.iter().zip(h.counts) {
+            cumulative += n;
+            w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", &le.to_string())], cumulative);
         }
         w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", "+Inf")], h.count);
         w.sample("mcpvisor_request_duration_seconds_sum", &[], h.sum);
