@@ -28,3 +28,4 @@ pub mod port;
 pub mod process;
 pub mod protocol;
 pub mod relay;
+pub mod resident;
