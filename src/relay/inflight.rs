@@ -18,21 +18,22 @@ use crate::protocol::jsonrpc::Id;
 pub type IdMap<V> = HashMap<Id, V, foldhash::fast::RandomState>;
 pub type IdSet = HashSet<Id, foldhash::fast::RandomState>;
 
-/// Methods that read state only and can be sent to a new child after a crash.
-pub const SAFE_TO_REPEAT: &[&str] = &[
-    "ping",
-    "tools/list",
-    "prompts/list",
-    "resources/list",
-    "resources/templates/list",
-    "resources/read",
-    "prompts/get",
-    "completion/complete",
-    "server/discover",
-];
-
+/// Whether a method only reads state, so its request can be sent to a new child after a crash.
 pub fn is_safe_to_repeat(method: &str) -> bool {
-    SAFE_TO_REPEAT.contains(&method)
+    // A match compiles to a switch on the length and a comparison or two: this runs for every
+    // request.
+    matches!(
+        method,
+        "ping"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+            | "prompts/get"
+            | "completion/complete"
+            | "server/discover"
+    )
 }
 
 /// The stateless era's long-lived stream request: re-sent after a crash, never failed, and not
