@@ -1,0 +1,76 @@
+//! Strings, a word at a time: where plain content ends.
+
+use super::SHORT;
+
+/// Word-at-a-time (SWAR) masks: `x - ONES*n & !x & HIGH` is non-zero iff some byte of `x` is below
+/// `n` (for `n` up to 0x80), and the lowest flagged byte is exact (a false flag only ever sits above
+/// a true one, whose borrow caused it).
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of `word` that end plain string content: a quote, a backslash or a control character,
+/// flagged in their high bits.
+#[inline(always)]
+fn specials(word: u64) -> u64 {
+    let quote = word ^ (ONES * u64::from(b'"'));
+    let backslash = word ^ (ONES * u64::from(b'\\'));
+    (quote.wrapping_sub(ONES) & !quote
+        | backslash.wrapping_sub(ONES) & !backslash
+        | word.wrapping_sub(ONES * 0x20) & !word)
+        & HIGH
+}
+
+/// The index of the first quote, backslash or control character at or after `i`, and that byte
+/// (0 at the end of `bytes`). Most strings (keys, methods, ids) are short: a word at a time finds
+/// their end; past [`SHORT`] bytes memchr jumps to the next quote or backslash instead.
+#[inline(always)]
+pub(super) fn next_special(bytes: &[u8], mut i: usize) -> (usize, u8) {
+    let start = i;
+    while let Some(&word) = bytes.get(i..i + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
+        let word = u64::from_le_bytes(word);
+        let found = specials(word);
+        if found != 0 {
+            let bit = found.trailing_zeros();
+            return (i + (bit / 8) as usize, (word >> (bit & !7)) as u8);
+        }
+        i += 8;
+        if i - start >= SHORT {
+            return long_special(bytes, i);
+        }
+    }
+    let tail = bytes.get(i..).unwrap_or_default();
+    match tail.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20) {
+        Some(k) => (i + k, tail[k]),
+        None => (bytes.len(), 0),
+    }
+}
+
+/// [`next_special`] in a long string: memchr to the next quote or backslash, then the bytes jumped
+/// over checked for control characters in blocks.
+#[inline(never)]
+fn long_special(bytes: &[u8], i: usize) -> (usize, u8) {
+    let rest = bytes.get(i..).unwrap_or_default();
+    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let end = first_control(&rest[..end]).unwrap_or(end);
+    (i + end, rest.get(end).copied().unwrap_or(0))
+}
+
+/// The index of the first byte below 0x20: 32 bytes per step as four words tested together, so the
+/// long strings of large messages cost well under one instruction per byte.
+fn first_control(bytes: &[u8]) -> Option<usize> {
+    let mut clean = 0;
+    for block in bytes.chunks_exact(32) {
+        let mut found = 0;
+        for word in block.chunks_exact(8) {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(word);
+            let v = u64::from_le_bytes(w);
+            found |= v.wrapping_sub(ONES * 0x20) & !v & HIGH;
+        }
+        if found != 0 {
+            break;
+        }
+        clean += 32;
+    }
+    bytes[clean..].iter().position(|&b| b < 0x20).map(|i| clean + i)
+}

@@ -1,0 +1,213 @@
+//! The JSON grammar below the top level, on positions: each step takes where it starts and
+//! returns where it ends, or why and where the text is not JSON. Positions live in locals rather
+//! than in a scanner struct, so the hot loop keeps them in registers.
+
+use super::strings::next_special;
+use super::MAX_DEPTH;
+
+/// Why and where a text is not JSON.
+pub(super) type Fail = (&'static str, usize);
+
+/// The outcome of a step: by default, the position after what it read.
+pub(super) type Scan<T = usize> = Result<T, Fail>;
+
+/// One bit per open container: 1 for an object, 0 for an array (no recursion, no allocation).
+#[derive(Default)]
+pub(super) struct Stack([u64; MAX_DEPTH / 64]);
+
+impl Stack {
+    /// Records the container opened at `depth` (below [`MAX_DEPTH`]).
+    #[inline(always)]
+    pub(super) fn push(&mut self, depth: usize, object: bool) {
+        let (word, bit) = (depth / 64, depth % 64);
+        if let Some(w) = self.0.get_mut(word) {
+            *w = *w & !(1 << bit) | (u64::from(object) << bit);
+        }
+    }
+
+    #[inline(always)]
+    fn is_object(&self, depth: usize) -> bool {
+        self.0.get(depth / 64).is_some_and(|w| w >> (depth % 64) & 1 == 1)
+    }
+}
+
+/// The first byte at or after `pos` that is not whitespace, and where it is (0 at the end of the
+/// text: a NUL byte is never valid there either). Compact JSON has none, so that is one test.
+#[inline(always)]
+pub(super) fn skip_ws(bytes: &[u8], pos: usize) -> (usize, u8) {
+    match bytes.get(pos) {
+        Some(&b) if b > b' ' => (pos, b),
+        _ => skip_ws_slow(bytes, pos),
+    }
+}
+
+#[inline(never)]
+fn skip_ws_slow(bytes: &[u8], mut pos: usize) -> (usize, u8) {
+    while let Some(&b) = bytes.get(pos) {
+        if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            return (pos, b);
+        }
+        pos += 1;
+    }
+    (pos, 0)
+}
+
+/// One complete value, from `pos` (whitespace first is allowed), with `base` containers already
+/// open around it. Containers nest iteratively on `stack`.
+pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: usize) -> Scan {
+    let mut depth = base;
+    let mut in_object = false;
+    loop {
+        // Here a value starts.
+        let first;
+        (pos, first) = skip_ws(bytes, pos);
+        match first {
+            b'"' => pos = string_end(bytes, pos)?,
+            b'{' | b'[' => {
+                if depth == MAX_DEPTH {
+                    return Err(("nesting too deep", pos));
+                }
+                in_object = first == b'{';
+                stack.push(depth, in_object);
+                depth += 1;
+                let next;
+                (pos, next) = skip_ws(bytes, pos + 1);
+                // `}` and `]` come two after `{` and `[`: anything else starts the first member.
+                if next != first + 2 {
+                    if in_object {
+                        pos = key_colon(bytes, pos, next)?;
+                    }
+                    continue;
+                }
+                pos += 1;
+                depth -= 1;
+                in_object = depth > base && stack.is_object(depth - 1);
+            }
+            b'-' | b'0'..=b'9' => pos = number_end(bytes, pos)?,
+            b't' => pos = literal_end(bytes, pos, b"true")?,
+            b'f' => pos = literal_end(bytes, pos, b"false")?,
+            b'n' => pos = literal_end(bytes, pos, b"null")?,
+            _ => return Err(("expected a value", pos)),
+        }
+        // Here a value ended: close containers until one continues with another member.
+        loop {
+            if depth == base {
+                return Ok(pos);
+            }
+            let next;
+            (pos, next) = skip_ws(bytes, pos);
+            match next {
+                b',' => {
+                    pos += 1;
+                    if in_object {
+                        let first;
+                        (pos, first) = skip_ws(bytes, pos);
+                        pos = key_colon(bytes, pos, first)?;
+                    }
+                    break;
+                }
+                b'}' if in_object => {}
+                b']' if !in_object => {}
+                _ if in_object => return Err(("expected `,` or `}`", pos)),
+                _ => return Err(("expected `,` or `]`", pos)),
+            }
+            pos += 1;
+            depth -= 1;
+            in_object = depth > base && stack.is_object(depth - 1);
+        }
+    }
+}
+
+/// A key (its first byte `first` at `pos`) and the colon after it: where its value starts.
+#[inline(always)]
+pub(super) fn key_colon(bytes: &[u8], pos: usize, first: u8) -> Scan {
+    if first != b'"' {
+        return Err(("expected a string key", pos));
+    }
+    colon(bytes, string_end(bytes, pos)?)
+}
+
+#[inline(always)]
+pub(super) fn colon(bytes: &[u8], pos: usize) -> Scan {
+    match skip_ws(bytes, pos) {
+        (at, b':') => Ok(at + 1),
+        (at, _) => Err(("expected `:`", at)),
+    }
+}
+
+/// A string, from its opening quote at `pos`.
+#[inline(always)]
+pub(super) fn string_end(bytes: &[u8], pos: usize) -> Scan {
+    let mut i = pos + 1;
+    loop {
+        let (at, byte) = next_special(bytes, i);
+        match byte {
+            b'"' => return Ok(at + 1),
+            b'\\' => i = escape_end(bytes, at)?,
+            _ if at < bytes.len() => return Err(("control character in string", at)),
+            _ => return Err(("unterminated string", at)),
+        }
+    }
+}
+
+/// The escape whose backslash is at `i`.
+#[inline(never)]
+fn escape_end(bytes: &[u8], i: usize) -> Scan {
+    match bytes.get(i + 1) {
+        Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+        Some(b'u') => match bytes.get(i + 2..i + 6) {
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => Ok(i + 6),
+            _ => Err(("invalid \\u escape", i + 2)),
+        },
+        _ => Err(("invalid escape", i + 1)),
+    }
+}
+
+/// A number, RFC 8259's grammar exactly (no leading zeros, digits on both sides of the point).
+pub(super) fn number_end(bytes: &[u8], pos: usize) -> Scan {
+    let mut i = pos + usize::from(bytes.get(pos) == Some(&b'-'));
+    match bytes.get(i) {
+        Some(b'0') => {
+            i += 1;
+            if bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                return Err(("invalid number", i));
+            }
+        }
+        Some(b'1'..=b'9') => i = digits_end(bytes, i + 1),
+        _ => return Err(("invalid number", i)),
+    }
+    if let Some(b'.') = bytes.get(i) {
+        i = digits(bytes, i + 1)?;
+    }
+    if let Some(b'e' | b'E') = bytes.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = bytes.get(i) {
+            i += 1;
+        }
+        i = digits(bytes, i)?;
+    }
+    Ok(i)
+}
+
+/// One or more digits from `i`.
+fn digits(bytes: &[u8], i: usize) -> Scan {
+    match digits_end(bytes, i) {
+        end if end > i => Ok(end),
+        _ => Err(("invalid number", i)),
+    }
+}
+
+#[inline(always)]
+fn digits_end(bytes: &[u8], mut i: usize) -> usize {
+    while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+        i += 1;
+    }
+    i
+}
+
+fn literal_end(bytes: &[u8], pos: usize, word: &'static [u8]) -> Scan {
+    match bytes.get(pos..pos + word.len()) {
+        Some(found) if found == word => Ok(pos + word.len()),
+        _ => Err(("expected a value", pos)),
+    }
+}
