@@ -4,6 +4,7 @@
 //! when it cannot be taken.
 
 use bytes::Bytes;
+use smol_str::SmolStr;
 
 use super::Instance;
 use crate::port::ClientInput;
@@ -42,7 +43,7 @@ impl<I: ClientInput> Instance<I> {
 
     fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
         match env.kind {
-            Kind::Request { id, method } => self.take_client_request(id, &method, env.params, line.clone()),
+            Kind::Request { id, method } => self.take_client_request(id, method, env.params, line.clone()),
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
             Kind::Response { id, .. } => self.on_client_response(&id, line),
             Kind::Invalid { id, reason } => {
@@ -74,7 +75,7 @@ impl<I: ClientInput> Instance<I> {
                         continue;
                     }
                     self.batches.expect(number, id.clone());
-                    self.take_client_request(id, &method, env.params, member);
+                    self.take_client_request(id, method, env.params, member);
                 }
                 Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
                 Kind::Response { id, .. } => self.on_client_response(&id, &member),
@@ -91,7 +92,7 @@ impl<I: ClientInput> Instance<I> {
 
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
     /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping.
-    fn take_client_request(&mut self, id: Id, method: &str, params: Option<&str>, line: Bytes) {
+    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<&str>, line: Bytes) {
         if self.id_in_flight(&id) {
             let error = self.duplicate_id_error(&id);
             self.send_to_client(error);
@@ -106,15 +107,15 @@ impl<I: ClientInput> Instance<I> {
             // The client starts its session over: spares warmed for the old one cannot serve it.
             self.stop_spares(false);
         }
-        self.session.on_client_request(&id, method, params);
+        self.session.on_client_request(&id, &method, params);
         self.metrics.requests += 1;
         self.seq += 1;
         let now = self.now;
-        let resend = self.may_resend(method);
+        let resend = self.may_resend(&method);
         self.client_reqs.insert(
             id.clone(),
             ClientRequest {
-                method: method.into(),
+                method,
                 line: resend.then(|| retained(&line)),
                 seq: self.seq,
                 received: now,

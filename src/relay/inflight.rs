@@ -210,11 +210,20 @@ impl OwnIds {
 
     /// If `id` is one of ours, forgets it and says what it was for.
     pub fn take(&mut self, id: &Id) -> Option<OwnPurpose> {
+        if !Self::may_be_own(id) {
+            return None;
+        }
         self.pending.remove(id)
     }
 
     pub fn contains(&self, id: &Id) -> bool {
-        self.pending.contains_key(id)
+        Self::may_be_own(id) && self.pending.contains_key(id)
+    }
+
+    /// Every response is checked against this table; most ids are not mcpvisor's own, and a look
+    /// at the prefix settles that without hashing.
+    fn may_be_own(id: &Id) -> bool {
+        matches!(id, Id::String(s) if s.starts_with(OWN_ID_PREFIX))
     }
 
     pub fn is_empty(&self) -> bool {
