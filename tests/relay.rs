@@ -305,3 +305,27 @@ fn max_inflight_holds_requests_back_until_answers_free_a_slot() {
     }
     assert_eq!(at_server(), 10);
 }
+
+/// Once running, mcpvisor drops its start-up code from the resident set; everything it does
+/// afterwards (relaying, a crash and the restart, status) faults back in what it needs.
+#[test]
+fn start_up_pages_leave_the_resident_set_and_everything_still_works() {
+    let mut v = Visor::test_server(Vec::<String>::new()).spawn();
+    v.initialize();
+    let needle = "start-up pages dropped from the resident set";
+    let log = v.wait_log(needle);
+    let line = log.lines().find(|l| l.contains(needle)).unwrap_or_default();
+    let kib: u64 = line
+        .split("kib=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(kib > 0, "nothing dropped: {line}");
+    let first = v.wait_generation(1);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first), nix::sys::signal::Signal::SIGKILL).expect("kill");
+    v.wait_generation(2);
+    assert!(v.request(2, "echo", json!({}))["result"].is_object());
+    let status = v.ctl(&["status", "--json"]);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+}
