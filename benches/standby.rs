@@ -45,11 +45,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::BufRead;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use mcpvisor::process::procfs;
@@ -58,8 +58,8 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use common::{
-    echo_server, mcpvisor_bin, median, poll, tools_call, wait_for, Reaper, ECHO_ENV, INITIALIZE, INITIALIZED, PATIENCE,
-    START_DELAY_ENV,
+    echo_server, mcpvisor_bin, median, poll, tools_call, wait_for, Piped, Reaper, ECHO_ENV, INITIALIZE, INITIALIZED,
+    PATIENCE, START_DELAY_ENV,
 };
 
 /// How long the slow server takes to start (figures 1 and 2).
@@ -577,37 +577,27 @@ impl Drop for Daemon {
 /// stdin is closed (`run` stops its servers and exits), and it is killed if it has not exited
 /// within 5 s.
 struct Client {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    process: Piped,
 }
 
 impl Client {
     fn spawn(mut cmd: Command) -> Client {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn a client process");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("its stdout"));
-        Client { child, stdin, stdout }
+        cmd.stderr(Stdio::null());
+        Client { process: Piped::spawn(cmd, Duration::from_secs(5)) }
     }
 
     fn send(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("its stdin");
-        // One write per message, newline included, as a client would send it.
-        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to the client process");
+        self.process.send(line);
     }
 
     /// The next line, waiting at most [`PATIENCE`].
     fn receive(&mut self) -> String {
-        if self.stdout.buffer().is_empty() {
-            assert!(readable(self.stdout.get_ref(), PATIENCE), "no answer within {PATIENCE:?}");
+        let stdout = &mut self.process.stdout;
+        if stdout.buffer().is_empty() {
+            assert!(readable(stdout.get_ref(), PATIENCE), "no answer within {PATIENCE:?}");
         }
         let mut line = String::new();
-        let n = self.stdout.read_line(&mut line).expect("read from the client process");
+        let n = stdout.read_line(&mut line).expect("read from the client process");
         assert!(n > 0, "the client process closed its stdout");
         line
     }
@@ -652,15 +642,6 @@ fn readable(fd: &impl AsRawFd, timeout: Duration) -> bool {
     let ms = timeout.as_millis().try_into().unwrap_or(i32::MAX);
     // SAFETY: one valid pollfd, borrowed for the duration of the call.
     unsafe { libc::poll(&mut pfd, 1, ms) > 0 }
-}
-
-impl Drop for Client {
-    fn drop(&mut self) {
-        self.stdin.take();
-        poll(Duration::from_secs(5), || self.child.try_wait().ok().flatten().is_some());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-//! What the daemon benches share (`benches/serve.rs`, `benches/http.rs`): the echo MCP server
+//! What the benches share (`benches/serve.rs`, `http.rs`, `standby.rs`): the echo MCP server
 //! that each bench binary becomes with `MCPVISOR_BENCH_ECHO=1`, the messages of the handshake,
 //! and small helpers. Each bench uses only part of it.
 #![allow(dead_code)]
@@ -168,38 +168,63 @@ pub fn raise_nofile() {
     }
 }
 
+/// A process spoken to one line per message over its stdin and stdout. On drop its stdin is
+/// closed (an echo server or `mcpvisor run` then exits) and it is killed if it has not exited
+/// within its grace period.
+pub struct Piped {
+    pub child: Child,
+    stdin: Option<ChildStdin>,
+    pub stdout: BufReader<ChildStdout>,
+    grace: Duration,
+}
+
+impl Piped {
+    pub fn spawn(mut cmd: Command, grace: Duration) -> Piped {
+        let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().expect("spawn a process to talk to");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("its stdout"));
+        Piped { child, stdin, stdout, grace }
+    }
+
+    /// One write per message, newline included, as a client would send it.
+    pub fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("its stdin");
+        stdin.write_all(format!("{line}\n").as_bytes()).expect("write to the process");
+    }
+}
+
+impl Drop for Piped {
+    fn drop(&mut self) {
+        self.stdin.take();
+        poll(self.grace, || self.child.try_wait().ok().flatten().is_some());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The echo server on stdio pipes, initialized: the baseline that relays are measured against.
 pub struct Direct {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    process: Piped,
     line: String,
 }
 
 impl Direct {
     pub fn spawn() -> Direct {
-        let mut child = Command::new(std::env::current_exe().expect("bench exe"))
-            .env(ECHO_ENV, "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the echo server");
-        let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut direct = Direct { child, stdin, stdout, line: String::new() };
+        let mut cmd = Command::new(std::env::current_exe().expect("bench exe"));
+        cmd.env(ECHO_ENV, "1");
+        let mut direct = Direct { process: Piped::spawn(cmd, Duration::from_secs(2)), line: String::new() };
         direct.call(INITIALIZE);
         direct.send(INITIALIZED);
         direct
     }
 
     pub fn send(&mut self, message: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin");
-        stdin.write_all(format!("{message}\n").as_bytes()).expect("write to the echo server");
+        self.process.send(message);
     }
 
     pub fn receive(&mut self) {
         self.line.clear();
-        self.stdout.read_line(&mut self.line).expect("read from the echo server");
+        self.process.stdout.read_line(&mut self.line).expect("read from the echo server");
         assert!(self.line.contains("\"result\""), "not an answer: {:?}", self.line);
     }
 
@@ -224,15 +249,6 @@ impl Direct {
             self.receive();
         }
         (done + in_flight as u64) as f64 / t.elapsed().as_secs_f64()
-    }
-}
-
-impl Drop for Direct {
-    fn drop(&mut self) {
-        self.stdin.take();
-        poll(Duration::from_secs(2), || self.child.try_wait().ok().flatten().is_some());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
