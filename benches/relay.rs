@@ -298,8 +298,13 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
     let recovery_ms = kind.supervises().then(|| median((0..cfg.restarts).map(|_| recovery(kind)).collect()));
     let s = spawn(kind);
     s.initialize();
-    let idle_rss_kib =
-        kind.supervises().then(|| mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmRSS")).flatten();
+    // Idle: the handshake answered and no traffic since, past the moment mcpvisor drops its
+    // start-up code from the resident set.
+    let idle_rss_kib = kind.supervises().then(|| {
+        std::thread::sleep(mcpvisor::resident::SETTLE + Duration::from_millis(200));
+        mcpvisor::process::procfs::status_kib(s.child.id() as i32, "VmRSS")
+    });
+    let idle_rss_kib = idle_rss_kib.flatten();
 
     let mut lat = Vec::with_capacity(cfg.rtt_requests);
     for i in 0..cfg.rtt_requests {

@@ -5,11 +5,13 @@
 //! in the same run, never an absolute time from another run:
 //!
 //! 1. **Idle memory**: the daemon's VmRSS with 50 configured lazy per-client servers, once every
-//!    `NAME.mcp` endpoint exists (no server process runs yet). (`--quick`: fewer of everything.)
+//!    `NAME.mcp` endpoint exists (no server process runs yet) and the daemon has dropped its
+//!    start-up code from the resident set. (`--quick`: fewer of everything.)
 //! 2. **Memory per started server**: 20 clients, each on a server of its own, connected straight to
 //!    the `NAME.mcp` sockets (which speak newline-delimited JSON-RPC like stdio, so no `connect`
-//!    process is counted) and initialized; (VmRSS after − VmRSS idle) / 20. Only the daemon's own
-//!    RSS counts, not its children's. The idle baseline is taken after one warm-up connection, so
+//!    process is counted) and initialized; (RssAnon after − RssAnon idle) / 20: the heap and
+//!    stacks sessions take, without code pages, which come and go with what the daemon runs. Only
+//!    the daemon's own memory counts, not its children's. The idle baseline is taken after one warm-up connection, so
 //!    that one-off costs of the first client are not spread over the 20.
 //! 3. **`connect` to a running shared server against `run`**: the round trip of a request after
 //!    the handshake through `mcpvisor connect NAME` → daemon → shared server (kept running by an
@@ -18,7 +20,7 @@
 //!    `NAME.mcp` socket (no connect hop), and spawn to the answer to `initialize` of `connect`
 //!    (answered from the shared server's cached result) against `run` (which starts its server).
 //! 4. **Connection churn**: 1000 connect/initialize/disconnect cycles on a per-client server; the
-//!    daemon's descriptors, threads, child processes and VmRSS before and after (once every
+//!    daemon's descriptors, threads, child processes and RssAnon before and after (once every
 //!    session is gone).
 //!
 //! The servers are this bench binary itself: with `MCPVISOR_BENCH_ECHO=1` it is an echo MCP server
@@ -109,14 +111,14 @@ fn memory(dir: &Path, cfg: &Config) -> Memory {
     let warm_up = names.last().expect("at least one server");
     Client::socket(&daemon.endpoint(warm_up)).initialize();
     daemon.wait_idle(warm_up);
-    let warm_idle_kib = daemon.settled_rss_kib();
+    let warm_idle_kib = daemon.settled_anon_kib();
 
     let mut clients: Vec<Client> =
         names.iter().cycle().take(cfg.clients).map(|n| Client::socket(&daemon.endpoint(n))).collect();
     for c in &mut clients {
         c.initialize();
     }
-    let loaded_kib = daemon.settled_rss_kib();
+    let loaded_kib = daemon.settled_anon_kib();
     let started = daemon.children().len();
     assert!(started >= cfg.clients, "only {started} server processes for {} clients", cfg.clients);
     Memory { idle_kib, warm_idle_kib, loaded_kib }
@@ -230,7 +232,7 @@ fn churn(dir: &Path, cfg: &Config) -> Churn {
     Churn { before, after: daemon.snapshot(), cycles_per_sec }
 }
 
-/// What the daemon holds: descriptors, threads, child processes (zombies included), VmRSS.
+/// What the daemon holds: descriptors, threads, child processes (zombies included), RssAnon.
 #[derive(Clone, Copy, serde::Serialize)]
 struct Snapshot {
     fds: usize,
@@ -282,32 +284,24 @@ impl Daemon {
         cmd
     }
 
-    fn rss_kib(&self) -> u64 {
-        procfs::status_kib(self.pid, "VmRSS").expect("the daemon's VmRSS")
+    /// VmRSS once idle and no longer moving.
+    fn settled_rss_kib(&self) -> u64 {
+        common::settled_rss_kib(self.pid)
     }
 
-    /// VmRSS once it has stopped moving (the same in two readings 50 ms apart).
-    fn settled_rss_kib(&self) -> u64 {
-        std::thread::sleep(Duration::from_millis(100));
-        let mut last = self.rss_kib();
-        for _ in 0..40 {
-            std::thread::sleep(Duration::from_millis(50));
-            let now = self.rss_kib();
-            if now == last {
-                break;
-            }
-            last = now;
-        }
-        last
+    /// Anonymous memory (heap, stacks) once idle and no longer moving: what sessions cost the
+    /// daemon, without the code pages that come and go with what it runs.
+    fn settled_anon_kib(&self) -> u64 {
+        common::settled_kib(self.pid, "RssAnon")
     }
 
     fn children(&self) -> Vec<procfs::ProcStat> {
         procfs::child_processes(self.pid)
     }
 
-    /// Read once VmRSS has settled, so that late closes and reaps are in.
+    /// Read once memory has settled, so that late closes and reaps are in.
     fn snapshot(&self) -> Snapshot {
-        let rss_kib = self.settled_rss_kib();
+        let rss_kib = self.settled_anon_kib();
         Snapshot {
             fds: std::fs::read_dir(format!("/proc/{}/fd", self.pid)).expect("the daemon's fds").count(),
             // Not a size, but `status_kib` reads any number field of /proc/PID/status.
@@ -451,7 +445,7 @@ fn rows(cfg: &Config, m: &Memory, s: &Shared, c: &Churn) -> Vec<Row> {
         .goal("<= 16 MiB", 16.0),
         Row::new(
             "rss_per_started_server_kib",
-            format!("RSS per started server ({} clients)", cfg.clients),
+            format!("RssAnon per started server ({} clients)", cfg.clients),
             format!("{per_server:.0} KiB ({warm_mib:.1} -> {loaded_mib:.1} MiB)"),
             per_server,
         )
@@ -489,7 +483,7 @@ fn rows(cfg: &Config, m: &Memory, s: &Shared, c: &Churn) -> Vec<Row> {
     let rss_growth = a.rss_kib as f64 - b.rss_kib as f64;
     let measured = format!("{rss_growth:+.0} KiB ({} -> {} KiB)", b.rss_kib, a.rss_kib);
     rows.push(
-        Row::new("churn_rss_growth_kib", format!("churn {}: RSS", cfg.cycles), measured, rss_growth)
+        Row::new("churn_rss_growth_kib", format!("churn {}: RssAnon", cfg.cycles), measured, rss_growth)
             .goal("<= 1 MiB", 1024.0),
     );
     let per_sec = c.cycles_per_sec;

@@ -6,14 +6,29 @@
 //! code spread over nearly the whole text. A supervisor then runs for days on a small fraction of
 //! it, while `ps` and cgroups count all of it (4.4 of 5 MiB for an idle `run`).
 //!
-//! Once start-up is over, [`drop_startup_pages`] tells the kernel (`MADV_DONTNEED`) to unmap the
-//! pages of every read-only file mapping (the binary's code and constants, the C library's), and
-//! the relay faults back in only what it runs. Nothing is lost: those pages are clean copies of
+//! A second after start-up ([`drop_startup_pages_soon`]), [`drop_startup_pages`] tells the kernel
+//! (`MADV_DONTNEED`) to unmap the pages of every read-only file mapping (the binary's code and
+//! constants, the C library's), and the relay faults back in only what it runs. Nothing is lost: those pages are clean copies of
 //! the file, still in the page cache, and they come back on the next access exactly as the kernel
 //! would bring them back after reclaiming them under memory pressure. Mappings that hold private
 //! changes (relocated tables, anything writable) are never touched.
 
 use std::ops::Range;
+use std::time::Duration;
+
+/// How long after start-up the pages are dropped. Reading smaps and unmapping takes about a
+/// millisecond on the only runtime thread; done at once it would delay the first messages (a
+/// `connect` client's `initialize`, a server's handshake), a second later it is out of their way.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// Drops the start-up pages once start-up has settled ([`SETTLE`]), from a task of the current
+/// tokio runtime.
+pub fn drop_startup_pages_soon() {
+    tokio::spawn(async {
+        tokio::time::sleep(SETTLE).await;
+        drop_startup_pages();
+    });
+}
 
 /// Drops the read-only file-backed pages mapped so far. Best effort: on any error nothing happens.
 pub fn drop_startup_pages() {

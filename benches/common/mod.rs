@@ -71,14 +71,20 @@ pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
 }
 
-/// VmRSS once it has stopped moving (the same in two readings 50 ms apart).
+/// VmRSS once idle and no longer moving (the same in two readings 50 ms apart).
 pub fn settled_rss_kib(pid: i32) -> u64 {
-    let rss = || procfs::status_kib(pid, "VmRSS").unwrap_or_else(|| panic!("no VmRSS for process {pid}"));
-    std::thread::sleep(Duration::from_millis(100));
-    let mut last = rss();
+    settled_kib(pid, "VmRSS")
+}
+
+/// A memory figure of /proc/PID/status (`VmRSS`, `RssAnon`) once idle and no longer moving.
+pub fn settled_kib(pid: i32, field: &str) -> u64 {
+    let read = || procfs::status_kib(pid, field).unwrap_or_else(|| panic!("no {field} for process {pid}"));
+    // Idle means past the moment mcpvisor drops its start-up code from the resident set.
+    std::thread::sleep(mcpvisor::resident::SETTLE + Duration::from_millis(100));
+    let mut last = read();
     for _ in 0..40 {
         std::thread::sleep(Duration::from_millis(50));
-        let now = rss();
+        let now = read();
         if now == last {
             break;
         }

@@ -68,7 +68,7 @@ async fn bridge(stream: UnixStream, path: &Path) -> u8 {
         }
     };
     let (mut from_sock, mut to_sock) = stream.into_split();
-    crate::resident::drop_startup_pages();
+    crate::resident::drop_startup_pages_soon();
     let upstream = async {
         let r = tokio::io::copy(&mut input, &mut to_sock).await;
         let _ = to_sock.shutdown().await;

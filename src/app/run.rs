@@ -80,7 +80,7 @@ pub fn run(args: RunArgs) -> u8 {
             tokio::spawn(notifier.report(summary, handle.clone(), window));
         }
         let forwarding = tokio::spawn(signals.forward(handle));
-        crate::resident::drop_startup_pages();
+        crate::resident::drop_startup_pages_soon();
         let outcome = instance.run().await;
         forwarding.abort();
         // Whatever is still parented to mcpvisor (escaped descendants of its servers) must not

@@ -150,7 +150,7 @@ async fn serve(config: DaemonConfig, argv: Vec<OsString>) -> u8 {
     notifier.daemon_status(&daemon.summary().await);
     // The daemon's own loop feeds the watchdog (a stuck loop stops it); STATUS follows along.
     let mut watchdog = notifier.watchdog_interval().map(tokio::time::interval);
-    crate::resident::drop_startup_pages();
+    crate::resident::drop_startup_pages_soon();
 
     // Drain on the first SIGTERM/SIGINT; skip the waits on the second.
     let mut stopping = false;
