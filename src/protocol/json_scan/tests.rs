@@ -123,3 +123,19 @@ fn agrees_with_serde_json_on_every_prefix() {
         assert_eq!(ok(prefix), serde_ok, "{prefix}");
     }
 }
+
+/// Strings are searched in 16- and 64-byte blocks and a word at a time near the end: a quote, an
+/// escape or a control character is found at every offset into a block, and after every length.
+#[test]
+fn string_specials_are_found_at_every_offset() {
+    for len in 0..200 {
+        for at in 0..len {
+            for (special, valid) in [("\\n", true), ("\\q", false), ("\u{1}", false), ("\"", false), ("é", true)] {
+                let mut content = "x".repeat(len);
+                content.replace_range(at..at + 1, special);
+                let text = format!("[\"{content}\",1]");
+                assert_eq!(ok(&text), valid, "{text:?}");
+            }
+        }
+    }
+}
