@@ -11,7 +11,6 @@
 //! lives in the splitter between reads), so it can sit in a `select!` loop.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use memchr::memchr;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How many leading bytes of an oversized line are kept for logging and id recovery.
@@ -69,6 +68,29 @@ impl Discard {
     }
 }
 
+/// The index of the first `\n` in `bytes`. Most lines are short and the buffer holds many: their
+/// end is found 16 bytes at a time inline, where memchr's dispatch and set-up cost more than the
+/// search itself; a long line goes on with memchr's wider loop.
+fn find_newline(bytes: &[u8]) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use safe_arch::*;
+        let newline = set_splat_i8_m128i(b'\n' as i8);
+        for (k, chunk) in bytes.chunks_exact(16).take(8).enumerate() {
+            if let Ok(chunk) = <&[u8; 16]>::try_from(chunk) {
+                let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), newline));
+                if found != 0 {
+                    return Some(16 * k + found.trailing_zeros() as usize);
+                }
+            }
+        }
+        let searched = (bytes.len() / 16).min(8) * 16;
+        memchr::memchr(b'\n', &bytes[searched..]).map(|i| searched + i)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    memchr::memchr(b'\n', bytes)
+}
+
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
         LineSplitter { max: max.max(1), buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, discarding: None }
@@ -94,7 +116,7 @@ impl LineSplitter {
     pub fn next_frame(&mut self) -> Option<Frame> {
         loop {
             if let Some(mut discard) = self.discarding.take() {
-                match memchr(b'\n', &self.buf) {
+                match find_newline(&self.buf) {
                     Some(i) => {
                         discard.take(&self.buf[..i]);
                         let _ = self.buf.split_to(i + 1);
@@ -109,7 +131,7 @@ impl LineSplitter {
                     }
                 }
             }
-            match memchr(b'\n', &self.buf[self.scanned..]) {
+            match find_newline(&self.buf[self.scanned..]) {
                 Some(i) => {
                     let end = self.scanned + i;
                     let mut line = self.buf.split_to(end + 1);
@@ -216,6 +238,21 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_newline_is_found_at_every_offset_of_short_and_long_buffers() {
+        for len in 0..300 {
+            assert_eq!(find_newline(&vec![b'x'; len]), None);
+            for at in 0..len {
+                let mut bytes = vec![b'x'; len];
+                bytes[at] = b'\n';
+                if at + 1 < len {
+                    bytes[len - 1] = b'\n';
+                }
+                assert_eq!(find_newline(&bytes), Some(at), "len {len} at {at}");
+            }
+        }
+    }
 
     fn split_all(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
         let mut s = LineSplitter::new(max);

@@ -139,3 +139,16 @@ fn string_specials_are_found_at_every_offset() {
         }
     }
 }
+
+#[test]
+fn numbers_of_every_length_end_where_their_digits_do() {
+    for len in 1..40 {
+        let digits: String = (0..len).map(|i| char::from(b'1' + (i % 9) as u8)).collect();
+        for text in
+            [format!("[{digits}]"), format!("[-{digits}.5e{digits}]"), format!("[{digits}x]"), format!("[{digits}.]")]
+        {
+            let serde_ok = serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok();
+            assert_eq!(ok(&text), serde_ok, "{text}");
+        }
+    }
+}
