@@ -60,7 +60,8 @@ struct MetaToken<'a> {
 /// The progress token a request's `params._meta` gives, or a progress notification's
 /// `params.progressToken` names, as JSON text.
 fn token(params: Option<&str>, in_meta: bool) -> Option<String> {
-    let parsed: WithMeta<'_> = serde_json::from_str(params?).ok()?;
+    let params = params.filter(|p| jsonrpc::may_carry_progress_token(p))?;
+    let parsed: WithMeta<'_> = serde_json::from_str(params).ok()?;
     let raw = if in_meta { parsed.meta?.progress_token } else { parsed.progress_token };
     raw.map(|r| r.get().to_owned())
 }

@@ -7,8 +7,10 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
+use memchr::memmem;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use smol_str::SmolStr;
@@ -179,6 +181,29 @@ fn classify(raw: Fields<'_>) -> Envelope<'_> {
     Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "", id_text: raw.id }
 }
 
+/// Whether `params` may carry a protocol version (`_meta`'s stateless-era one): false when the text
+/// has no `protocolVersion` anywhere. A vector substring search rules out most requests, where
+/// reading every request's params with serde to find out cost more than relaying the message. A
+/// key spelled with `\u` escapes among its letters is not recognised (an escaped `/` is).
+pub fn may_carry_protocol_version(params: &str) -> bool {
+    static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("protocolVersion"));
+    KEY.find(params.as_bytes()).is_some()
+}
+
+/// Whether `params` may carry a progress token, as [`may_carry_protocol_version`] does.
+pub fn may_carry_progress_token(params: &str) -> bool {
+    static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("progressToken"));
+    KEY.find(params.as_bytes()).is_some()
+}
+
+/// Whether `params` carry `_meta["io.modelcontextprotocol/protocolVersion"]`: a stateless-era
+/// request.
+pub fn is_stateless(params: Option<&str>) -> bool {
+    params.is_some_and(|p| {
+        may_carry_protocol_version(p) && Params::read(Some(p)).meta.is_some_and(|m| m.protocol_version.is_some())
+    })
+}
+
 /// The few `params` fields mcpvisor looks at.
 #[derive(Deserialize, Default)]
 pub struct Params<'a> {
@@ -332,6 +357,18 @@ mod tests {
         assert_eq!(raw("null"), None);
         assert_eq!(raw("{}"), None);
         assert_eq!(Id::string("x\"y").to_json(), r#""x\"y""#);
+    }
+
+    #[test]
+    fn stateless_requests_are_told_by_their_meta_without_reading_other_params() {
+        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#)));
+        // JSON may escape `/`; the search is for a part of the key without one.
+        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}"#)));
+        assert!(!is_stateless(Some(r#"{"protocolVersion":"2025-06-18"}"#)));
+        assert!(!is_stateless(Some(r#"{"name":"x","arguments":{}}"#)));
+        assert!(!is_stateless(None));
+        assert!(may_carry_progress_token(r#"{"_meta":{"progressToken":1}}"#));
+        assert!(!may_carry_progress_token(r#"{"_meta":{}}"#));
     }
 
     #[test]

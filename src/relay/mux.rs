@@ -254,7 +254,7 @@ impl Mux {
             out.push(Out::Client(client, line));
             return;
         }
-        let stateless = Params::read(env.params).meta.is_some_and(|m| m.protocol_version.is_some());
+        let stateless = jsonrpc::is_stateless(env.params);
         match method {
             "initialize" => {
                 let version = fields(env.params).and_then(|f| f.protocol_version).unwrap_or_default();
@@ -321,7 +321,8 @@ impl Mux {
             edits.push((id_text, upstream.to_json()));
         }
         let mut token = None;
-        if let Some(original) = fields(env.params).and_then(|f| f.meta).and_then(|m| m.progress_token) {
+        let token_params = env.params.filter(|p| jsonrpc::may_carry_progress_token(p));
+        if let Some(original) = fields(token_params).and_then(|f| f.meta).and_then(|m| m.progress_token) {
             let mapped = serde_json::Value::from(format!("mux-t{}", self.next)).to_string();
             self.tokens.insert(mapped.clone(), (client, original.get().to_owned()));
             edits.push((original.get(), mapped.clone()));

@@ -46,13 +46,28 @@ pub struct Session {
     log_level: Option<String>,
     /// Live resource subscriptions: uri and raw params.
     subscriptions: Vec<(String, Option<String>)>,
-    /// `_meta` for stateless-era probes, built from the client's own.
-    stateless_meta: Option<String>,
+    /// The `_meta` of the latest stateless-era request read, as probes send it.
+    stateless: Option<StatelessMeta>,
+    /// The params of the latest stateless-era request, not read yet (`has_unread`). Reading each
+    /// request's `_meta` (a serde parse of its params and a rebuilt probe) cost three times what
+    /// the rest of relaying a message does; a probe or `status` reads the latest when it needs it.
+    unread: String,
+    has_unread: bool,
     /// The child's answer to a client `server/discover` (raw result).
     discover_result: Option<String>,
-    /// The protocol version stateless-era requests carry.
-    stateless_version: Option<String>,
 }
+
+/// What a stateless-era probe needs from the client's requests.
+#[derive(Debug, Clone)]
+struct StatelessMeta {
+    /// The `_meta` object a probe sends, built from the client's own.
+    probe: String,
+    /// The protocol version the client's requests carry.
+    version: Option<String>,
+}
+
+/// Params longer than this are read at once rather than kept until a probe needs them.
+const UNREAD_MAX: usize = 16 * 1024;
 
 impl Default for Session {
     fn default() -> Self {
@@ -63,9 +78,10 @@ impl Default for Session {
             initialized: false,
             log_level: None,
             subscriptions: Vec::new(),
-            stateless_meta: None,
+            stateless: None,
+            unread: String::new(),
+            has_unread: false,
             discover_result: None,
-            stateless_version: None,
         }
     }
 }
@@ -144,12 +160,22 @@ impl Session {
             // A handshake-era session never switches era, so its requests (the hot path) are not
             // scanned a second time for stateless-era metadata.
             _ if self.era == Era::Handshake => {}
+            // Nor are a stateless-era session's: their params are kept (copied into one reused
+            // buffer) for a probe to read the latest. Params that cannot carry a protocol version
+            // do not replace params that may.
+            _ if self.era == Era::Stateless && params.map_or(0, str::len) <= UNREAD_MAX => {
+                let params = params.unwrap_or_default();
+                if jsonrpc::may_carry_protocol_version(params) {
+                    self.unread.clear();
+                    self.unread.push_str(params);
+                    self.has_unread = true;
+                }
+            }
             _ => {
-                let p = Params::read(params);
-                if let Some(meta) = p.meta.filter(|m| m.protocol_version.is_some()) {
-                    self.stateless_meta = Some(probe_meta(&meta));
-                    self.stateless_version = meta.protocol_version.as_deref().map(str::to_owned);
-                    if method != "server/discover" && self.era == Era::Unknown {
+                if let Some(meta) = read_meta(params) {
+                    self.stateless = Some(meta);
+                    self.has_unread = false;
+                    if method != "server/discover" {
                         self.era = Era::Stateless;
                     }
                 }
@@ -184,7 +210,7 @@ impl Session {
         match self.era {
             Era::Handshake if self.established() => Some(jsonrpc::request(id, "ping", None)),
             Era::Stateless => {
-                let params = self.stateless_meta.as_ref().map(|m| format!(r#"{{"_meta":{m}}}"#));
+                let params = self.latest_meta().map(|m| format!(r#"{{"_meta":{}}}"#, m.probe));
                 Some(jsonrpc::request(id, "server/discover", params.as_deref()))
             }
             _ => None,
@@ -254,7 +280,15 @@ impl Session {
     /// The protocol version in use: the initialize result's, or the client's stateless-era one.
     pub fn protocol_version(&self) -> Option<String> {
         let from_result = self.init_result.as_deref().and_then(parse_result).and_then(|r| r.protocol_version);
-        from_result.or_else(|| (self.era == Era::Stateless).then(|| self.stateless_version.clone()).flatten())
+        from_result
+            .or_else(|| (self.era == Era::Stateless).then(|| self.latest_meta().and_then(|m| m.version)).flatten())
+    }
+
+    /// The `_meta` of the latest stateless-era request: the unread params' if they carry one,
+    /// otherwise the last read.
+    fn latest_meta(&self) -> Option<StatelessMeta> {
+        let unread = self.has_unread.then(|| read_meta(Some(&self.unread))).flatten();
+        unread.or_else(|| self.stateless.clone())
     }
 
     /// The server's name and version from its initialize or discover result.
@@ -280,6 +314,12 @@ fn parse_result(raw: &str) -> Option<ServerResult> {
 fn same_json(a: Option<&RawValue>, b: Option<&RawValue>) -> bool {
     let value = |r: Option<&RawValue>| r.and_then(|r| serde_json::from_str::<serde_json::Value>(r.get()).ok());
     value(a) == value(b)
+}
+
+/// The stateless-era metadata in a request's params, if they carry a protocol version.
+fn read_meta(params: Option<&str>) -> Option<StatelessMeta> {
+    let meta = Params::read(params).meta.filter(|m| m.protocol_version.is_some())?;
+    Some(StatelessMeta { probe: probe_meta(&meta), version: meta.protocol_version.as_deref().map(str::to_owned) })
 }
 
 fn probe_meta(meta: &jsonrpc::Meta<'_>) -> String {
@@ -366,6 +406,31 @@ mod tests {
         assert!(text.contains("server/discover") && text.contains("2026-07-28"), "{text}");
         let v: serde_json::Value = serde_json::from_str(text).expect("probe is JSON");
         assert_eq!(v["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"], serde_json::json!({}));
+    }
+
+    #[test]
+    fn a_probe_carries_the_latest_stateless_requests_meta() {
+        let meta = |version: &str, name: &str| {
+            format!(
+                r#"{{"x":1,"_meta":{{"io.modelcontextprotocol/protocolVersion":"{version}","io.modelcontextprotocol/clientInfo":{{"name":"{name}"}}}}}}"#
+            )
+        };
+        let probe = |s: &Session| String::from_utf8(s.probe(&Id::string("p")).expect("probe").to_vec()).unwrap();
+        let mut s = Session::default();
+        s.on_client_request(&Id::Number("1".into()), "tools/list", Some(&meta("2026-07-28", "first")));
+        assert!(probe(&s).contains("first"));
+        s.on_client_request(&Id::Number("2".into()), "tools/call", Some(&meta("2026-07-28", "second")));
+        assert!(probe(&s).contains("second"));
+        assert_eq!(s.protocol_version().as_deref(), Some("2026-07-28"));
+        // A request without `_meta` leaves the last one the client sent.
+        s.on_client_request(&Id::Number("3".into()), "tools/call", Some(r#"{"name":"x"}"#));
+        assert!(probe(&s).contains("second"));
+        s.on_client_request(&Id::Number("4".into()), "tools/call", None);
+        assert!(probe(&s).contains("second"));
+        let large = meta("2026-07-28", &"l".repeat(UNREAD_MAX));
+        s.on_client_request(&Id::Number("5".into()), "tools/call", Some(&large));
+        assert!(probe(&s).contains("lll"));
+        assert_eq!(s.era(), Era::Stateless);
     }
 
     #[test]
