@@ -51,6 +51,31 @@ fn token() -> impl Strategy<Value = &'static str> {
     ])
 }
 
+/// Strings of valid and broken UTF-8 (truncated, overlong, surrogates, stray continuation bytes),
+/// short and past the scanner's 16-, 64-byte and long-string paths, and non-ASCII outside strings.
+fn utf8_piece() -> impl Strategy<Value = Vec<u8>> {
+    let content = prop::sample::select(vec![
+        &b"a"[..],
+        "é".as_bytes(),
+        "😀".as_bytes(),
+        "€".as_bytes(),
+        b"\\n",
+        b"\\\"",
+        b"\xff",
+        b"\xc3",
+        b"\xe2\x82",
+        b"\xed\xa0\x80",
+        b"\xc0\xaf",
+        b"\x80",
+        b"\xf4\x90\x80\x80",
+        b"0123456789abcdef0123456789abcdef",
+    ]);
+    prop_oneof![
+        4 => prop::collection::vec(content, 0..8).prop_map(|parts| [&b"\""[..], &parts.concat(), b"\""].concat()),
+        1 => prop::sample::select(vec![&b"["[..], b"]", b"{", b"}", b",", b":", b"\"k\":", b"1", b"\xc3\xa9", b"\xff"]).prop_map(<[u8]>::to_vec),
+    ]
+}
+
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
         Just(serde_json::Value::Null),
@@ -103,7 +128,7 @@ proptest! {
     #[test]
     fn scanner_agrees_with_serde_on_token_soup(tokens in prop::collection::vec(token(), 0..24)) {
         let text: String = tokens.concat();
-        match json_scan::scan(&text) {
+        match json_scan::scan(text.as_bytes()) {
             Ok(_) => prop_assert!(serde_accepts(&text), "scanner accepted what serde refuses: {text}"),
             Err(e) if e.what == "duplicate field" || e.what == "invalid escape in key" => {}
             Err(e) => prop_assert!(!serde_accepts(&text), "scanner refused ({e}) what serde accepts: {text}"),
@@ -115,15 +140,30 @@ proptest! {
         // Compact (the keys the scanner recognises by their bytes) and pretty-printed (whitespace
         // before every key, the general path).
         let text = if pretty { serde_json::to_string_pretty(&value).unwrap_or_default() } else { value.to_string() };
-        let top = json_scan::scan(&text);
+        let top = json_scan::scan(text.as_bytes());
         prop_assert!(top.is_ok(), "{:?}: {text}", top);
         if let (Ok(Top::Object(fields)), serde_json::Value::Object(map)) = (top, &value) {
             let raw: std::collections::HashMap<String, &RawValue> = serde_json::from_str(&text).unwrap_or_default();
             for (key, got) in [("id", fields.id), ("method", fields.method), ("params", fields.params), ("result", fields.result)] {
-                prop_assert_eq!(got, raw.get(key).map(|r| r.get()), "{}", key);
+                prop_assert_eq!(got, raw.get(key).map(|r| r.get().as_bytes()), "{}", key);
                 prop_assert_eq!(got.is_some(), map.contains_key(key));
             }
         }
+    }
+
+    /// The scanner checks UTF-8 itself (only where JSON can hold non-ASCII: in strings), so the
+    /// oracle is the old way, the whole text checked first.
+    #[test]
+    fn scanner_checks_utf8_as_a_whole_text_check_would(pieces in prop::collection::vec(utf8_piece(), 0..12)) {
+        let text: Vec<u8> = pieces.concat();
+        let oracle = std::str::from_utf8(&text).is_ok_and(serde_accepts);
+        match json_scan::scan(&text) {
+            Ok(_) => prop_assert!(oracle, "scanner accepted {:?}", String::from_utf8_lossy(&text)),
+            Err(e) if e.what == "duplicate field" => {}
+            Err(e) => prop_assert!(!oracle, "scanner refused ({e}) {:?}", String::from_utf8_lossy(&text)),
+        }
+        let parsed = jsonrpc::parse(&text);
+        prop_assert_eq!(matches!(parsed, Err(jsonrpc::NotJson::Utf8(_))), std::str::from_utf8(&text).is_err() && json_scan::scan(&text).is_err_and(|e| e.what == json_scan::INVALID_UTF8));
     }
 
     #[test]

@@ -60,7 +60,7 @@ struct MetaToken<'a> {
 /// The progress token a request's `params._meta` gives, or a progress notification's
 /// `params.progressToken` names, as JSON text.
 fn token(params: Option<&str>, in_meta: bool) -> Option<String> {
-    let params = params.filter(|p| jsonrpc::may_carry_progress_token(p))?;
+    let params = params.filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes()))?;
     let parsed: WithMeta<'_> = serde_json::from_str(params).ok()?;
     let raw = if in_meta { parsed.meta?.progress_token } else { parsed.progress_token };
     raw.map(|r| r.get().to_owned())
@@ -101,7 +101,7 @@ impl Routes {
     pub fn route(&mut self, line: &[u8]) -> Route {
         let parsed = jsonrpc::parse(line);
         let (kind, params) = match &parsed {
-            Ok(Message::Single(env)) => (Some(&env.kind), env.params),
+            Ok(Message::Single(env)) => (Some(&env.kind), env.params_text()),
             _ => (None, None),
         };
         match kind {
@@ -161,14 +161,14 @@ mod tests {
     use super::*;
 
     fn id(n: i64) -> Id {
-        Id::Number(n.to_string().into())
+        Id::Int(n)
     }
 
     /// Opens the POST of `request` as the handler does; its id.
     fn open(r: &mut Routes, request: &[u8]) -> Option<Id> {
         let Ok(Message::Single(env)) = jsonrpc::parse(request) else { return None };
         let Kind::Request { id, .. } = env.kind else { return None };
-        r.open(id.clone(), request_token(env.params));
+        r.open(id.clone(), request_token(env.params.map(|p| p.get())));
         Some(id)
     }
 

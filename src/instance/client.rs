@@ -10,7 +10,7 @@ use super::Instance;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::Frame;
-use crate::protocol::jsonrpc::{self, Envelope, Id, Kind, Message, Params};
+use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message, Params};
 use crate::relay::batch::Routed;
 use crate::relay::inflight::{self, ClientRequest};
 use crate::relay::queue::Queued;
@@ -92,7 +92,7 @@ impl<I: ClientInput> Instance<I> {
 
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
     /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping.
-    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<&str>, line: Bytes) {
+    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<Json<'_>>, line: Bytes) {
         if self.id_in_flight(&id) {
             let error = self.duplicate_id_error(&id);
             self.send_to_client(error);
@@ -151,10 +151,10 @@ impl<I: ClientInput> Instance<I> {
         Some(self.restart_limit_error(until))
     }
 
-    fn on_client_notification(&mut self, method: &str, params: Option<&str>, line: &Bytes) {
+    fn on_client_notification(&mut self, method: &str, params: Option<Json<'_>>, line: &Bytes) {
         self.session.on_client_notification(method);
         if method == "notifications/cancelled" {
-            if let Some(target) = Params::read(params).request_id() {
+            if let Some(target) = Params::read(params.map(Json::get)).request_id() {
                 // A cancelled request gets no answer, so its batch stops waiting for one.
                 let removed = self.client_reqs.remove(&target);
                 if removed.is_some() {

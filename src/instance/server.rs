@@ -14,7 +14,7 @@ use crate::lifecycle::Cause;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::Frame;
-use crate::protocol::jsonrpc::{self, Id, Kind, Message};
+use crate::protocol::jsonrpc::{self, Id, Json, Kind, Message};
 use crate::relay::inflight::{OwnPurpose, ServerRequest};
 
 impl<I: ClientInput> Instance<I> {
@@ -74,9 +74,9 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
-    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<&str>, line: Bytes) {
+    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<Json<'_>>, line: Bytes) {
         if let Some(purpose) = self.own.take(id) {
-            self.on_own_response(purpose, is_error, result);
+            self.on_own_response(purpose, is_error, result.map(Json::get));
             return;
         }
         match self.client_reqs.remove(id) {

@@ -159,7 +159,7 @@ impl<I: ClientInput> Instance<I> {
         let answer = match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match env.kind {
                 Kind::Response { id, is_error } if spare.warmup.as_ref().is_some_and(|(i, _)| *i == id) => {
-                    Some((is_error, env.result.map(str::to_owned)))
+                    Some((is_error, env.result.map(|r| r.get().to_owned())))
                 }
                 _ => None,
             },

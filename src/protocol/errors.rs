@@ -258,7 +258,7 @@ mod tests {
             OwnError::NoDaemon { server: "s".into() },
         ];
         for e in all {
-            let v = parsed(&e, Some(&Id::Number("7".into())));
+            let v = parsed(&e, Some(&Id::Int(7)));
             assert_eq!(v["jsonrpc"], "2.0");
             assert_eq!(v["id"], 7);
             assert_eq!(v["error"]["code"], e.code());

@@ -27,11 +27,16 @@ pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion
 
 /// A request id, compared by exact JSON value: `1` and `"1"` differ, `"a"` and `"\u0061"` do not.
 ///
-/// Ids are made and dropped for every message, so they are [`SmolStr`]s: the usual short id is
-/// stored inline without allocating, and a long one is shared rather than copied when cloned.
+/// Ids are made, hashed and dropped for every message. Nearly every client numbers its requests:
+/// an integer is kept as one, read from the line's bytes (a `&str` of a few bytes costs a UTF-8
+/// check with more set-up than work). Anything else is a [`SmolStr`]: a short id is stored inline
+/// without allocating, a long one shared when cloned.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Id {
-    /// A number, keyed on its JSON text.
+    /// An integer written the one way JSON writes it: no leading zero, no `-0`, at most 18 digits,
+    /// so equal values mean equal JSON text.
+    Int(i64),
+    /// Any other number, keyed on its JSON text.
     Number(SmolStr),
     /// A string, keyed on its decoded value.
     String(SmolStr),
@@ -40,9 +45,17 @@ pub enum Id {
 impl Id {
     /// Reads an id from its JSON text; `None` if it is not a string or a number.
     pub fn from_json(text: &str) -> Option<Id> {
-        match text.as_bytes().first()? {
+        Id::from_json_bytes(text.as_bytes())
+    }
+
+    /// [`Id::from_json`] on the bytes of valid JSON text.
+    fn from_json_bytes(text: &[u8]) -> Option<Id> {
+        match text.first()? {
             b'"' => json_string(text).map(Id::String),
-            b'-' | b'0'..=b'9' => Some(Id::Number(SmolStr::new(text))),
+            b'-' | b'0'..=b'9' => match canonical_int(text) {
+                Some(n) => Some(Id::Int(n)),
+                None => std::str::from_utf8(text).ok().map(|n| Id::Number(SmolStr::new(n))),
+            },
             _ => None,
         }
     }
@@ -54,6 +67,7 @@ impl Id {
     /// The id as JSON text.
     pub fn to_json(&self) -> String {
         match self {
+            Id::Int(n) => n.to_string(),
             Id::Number(n) => n.to_string(),
             Id::String(s) => serde_json::Value::from(&**s).to_string(),
         }
@@ -64,14 +78,73 @@ impl Id {
     }
 }
 
+/// The protocol's method names, as JSON strings without escapes: a method among them is a static
+/// string, neither checked as UTF-8 nor copied.
+fn known_method(text: &[u8]) -> Option<SmolStr> {
+    macro_rules! methods {
+        ($($name:literal),* $(,)?) => {
+            match text {
+                $(t if t.len() == $name.len() + 2 && &t[1..t.len() - 1] == $name.as_bytes() => Some(SmolStr::new_static($name)),)*
+                _ => None,
+            }
+        };
+    }
+    methods!(
+        "tools/call",
+        "tools/list",
+        "ping",
+        "initialize",
+        "notifications/initialized",
+        "notifications/cancelled",
+        "notifications/progress",
+        "notifications/message",
+        "resources/read",
+        "resources/list",
+        "resources/templates/list",
+        "resources/subscribe",
+        "resources/unsubscribe",
+        "prompts/get",
+        "prompts/list",
+        "completion/complete",
+        "logging/setLevel",
+        "server/discover",
+        "subscriptions/listen",
+        "roots/list",
+        "sampling/createMessage",
+        "elicitation/create",
+    )
+}
+
+/// The value of an integer written as JSON writes it (see [`Id::Int`]), else `None`.
+fn canonical_int(text: &[u8]) -> Option<i64> {
+    let (negative, digits) = match text.split_first() {
+        Some((b'-', digits)) => (true, digits),
+        _ => (false, text),
+    };
+    match digits {
+        [] | [b'0', _, ..] => return None,
+        [b'0'] if negative => return None,
+        _ if digits.len() > 18 => return None,
+        _ => {}
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -n } else { n })
+}
+
 /// The value of a JSON string given as valid JSON text (quotes included); `None` if an escape does
 /// not decode. Without escapes that is just the text between the quotes.
-fn json_string(text: &str) -> Option<SmolStr> {
+fn json_string(text: &[u8]) -> Option<SmolStr> {
     let inner = text.get(1..text.len().checked_sub(1)?)?;
-    if inner.contains('\\') {
-        serde_json::from_str::<String>(text).ok().map(SmolStr::from)
+    if inner.contains(&b'\\') {
+        serde_json::from_slice::<String>(text).ok().map(SmolStr::from)
     } else {
-        Some(SmolStr::new(inner))
+        std::str::from_utf8(inner).ok().map(SmolStr::new)
     }
 }
 
@@ -107,12 +180,52 @@ pub enum Kind {
 #[derive(Debug)]
 pub struct Envelope<'a> {
     pub kind: Kind,
-    pub params: Option<&'a str>,
-    pub result: Option<&'a str>,
+    pub params: Option<Json<'a>>,
+    pub result: Option<Json<'a>>,
     /// A batch member's own text (empty for a single message, whose text is the line).
-    pub raw: &'a str,
+    pub raw: Json<'a>,
     /// The `id` value's JSON text, a slice of the line (for rewriting it in place).
-    pub id_text: Option<&'a str>,
+    pub id_text: Option<Json<'a>>,
+}
+
+impl<'a> Envelope<'a> {
+    /// `params` as text (made where it is needed: relaying a message never is).
+    pub fn params_text(&self) -> Option<&'a str> {
+        self.params.map(Json::get)
+    }
+
+    /// `result` (or `error`) as text.
+    pub fn result_text(&self) -> Option<&'a str> {
+        self.result.map(Json::get)
+    }
+
+    /// The `id` value's JSON text, a slice of the line (for rewriting it in place).
+    pub fn id_text(&self) -> Option<&'a str> {
+        self.id_text.map(Json::get)
+    }
+}
+
+/// A part of a scanned line: bytes known to be valid UTF-8 JSON, made a `&str` where one is read.
+/// Checking every line as UTF-8 before scanning it, to hand out `&str`s that relaying a message
+/// never reads, was 5 % of the relay's work; the scanner checks the strings that need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Json<'a>(&'a [u8]);
+
+impl<'a> Json<'a> {
+    /// The JSON text. (Scanned text is UTF-8: the fallback, valid JSON, is never taken.)
+    pub fn get(self) -> &'a str {
+        std::str::from_utf8(self.0).unwrap_or("null")
+    }
+
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.0
+    }
+}
+
+impl<'a> From<&'a str> for Json<'a> {
+    fn from(text: &'a str) -> Json<'a> {
+        Json(text.as_bytes())
+    }
 }
 
 /// A classified line.
@@ -133,14 +246,20 @@ pub enum NotJson {
 
 /// Classifies one line. Fails only when the line is not UTF-8 JSON.
 pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
-    let line = std::str::from_utf8(line)?;
-    Ok(match json_scan::scan(line)? {
+    let top = match json_scan::scan(line) {
+        Ok(top) => top,
+        Err(e) if e.what == json_scan::INVALID_UTF8 => {
+            return Err(std::str::from_utf8(line).err().map_or(NotJson::Json(e), NotJson::Utf8))
+        }
+        Err(e) => return Err(NotJson::Json(e)),
+    };
+    Ok(match top {
         Top::Object(fields) => Message::Single(classify(fields)),
         Top::Array(items) => Message::Batch(
             items
                 .into_iter()
                 .map(|text| match json_scan::object_fields(text) {
-                    Some(fields) => Envelope { raw: text, ..classify(fields) },
+                    Some(fields) => Envelope { raw: Json(text), ..classify(fields) },
                     None => invalid(None, "batch member is not a JSON object"),
                 })
                 .collect(),
@@ -150,16 +269,17 @@ pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
 }
 
 fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
-    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: "", id_text: None }
+    Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: Json(b""), id_text: None }
 }
 
 fn classify(raw: Fields<'_>) -> Envelope<'_> {
-    let id = raw.id.and_then(Id::from_json);
-    if raw.jsonrpc != Some("\"2.0\"") {
+    let id = raw.id.and_then(Id::from_json_bytes);
+    if raw.jsonrpc != Some(b"\"2.0\"") {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");
     }
     let method = match raw.method {
-        Some(text) => match text.starts_with('"').then(|| json_string(text)).flatten() {
+        Some(text) => match text.starts_with(b"\"").then(|| known_method(text).or_else(|| json_string(text))).flatten()
+        {
             Some(method) => Some(method),
             None => return invalid(id, "\"method\" must be a string"),
         },
@@ -178,29 +298,36 @@ fn classify(raw: Fields<'_>) -> Envelope<'_> {
         },
         (None, None) => return invalid(None, "neither a request, a notification nor a response"),
     };
-    Envelope { kind, params: raw.params, result: raw.result.or(raw.error), raw: "", id_text: raw.id }
+    Envelope {
+        kind,
+        params: raw.params.map(Json),
+        result: raw.result.or(raw.error).map(Json),
+        raw: Json(b""),
+        id_text: raw.id.map(Json),
+    }
 }
 
 /// Whether `params` may carry a protocol version (`_meta`'s stateless-era one): false when the text
 /// has no `protocolVersion` anywhere. A vector substring search rules out most requests, where
 /// reading every request's params with serde to find out cost more than relaying the message. A
 /// key spelled with `\u` escapes among its letters is not recognised (an escaped `/` is).
-pub fn may_carry_protocol_version(params: &str) -> bool {
+pub fn may_carry_protocol_version(params: &[u8]) -> bool {
     static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("protocolVersion"));
-    KEY.find(params.as_bytes()).is_some()
+    KEY.find(params).is_some()
 }
 
 /// Whether `params` may carry a progress token, as [`may_carry_protocol_version`] does.
-pub fn may_carry_progress_token(params: &str) -> bool {
+pub fn may_carry_progress_token(params: &[u8]) -> bool {
     static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("progressToken"));
-    KEY.find(params.as_bytes()).is_some()
+    KEY.find(params).is_some()
 }
 
 /// Whether `params` carry `_meta["io.modelcontextprotocol/protocolVersion"]`: a stateless-era
 /// request.
-pub fn is_stateless(params: Option<&str>) -> bool {
+pub fn is_stateless(params: Option<Json<'_>>) -> bool {
     params.is_some_and(|p| {
-        may_carry_protocol_version(p) && Params::read(Some(p)).meta.is_some_and(|m| m.protocol_version.is_some())
+        may_carry_protocol_version(p.as_bytes())
+            && Params::read(Some(p.get())).meta.is_some_and(|m| m.protocol_version.is_some())
     })
 }
 
@@ -324,7 +451,7 @@ mod tests {
     fn classifies_messages() {
         assert_eq!(
             single(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
-            Kind::Request { id: Id::Number("1".into()), method: "ping".into() }
+            Kind::Request { id: Id::Int(1), method: "ping".into() }
         );
         assert_eq!(
             single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
@@ -360,15 +487,45 @@ mod tests {
     }
 
     #[test]
+    fn integer_ids_are_words_and_other_numbers_keep_their_text() {
+        let raw = |t: &str| Id::from_json(t).expect("an id");
+        for (text, n) in [("0", 0), ("7", 7), ("-12", -12), ("999999999999999999", 999_999_999_999_999_999)] {
+            assert_eq!(raw(text), Id::Int(n));
+            assert_eq!(raw(text).to_json(), text);
+        }
+        for text in ["-0", "1.0", "1e2", "1000000000000000000", "-9223372036854775808"] {
+            assert_eq!(raw(text), Id::Number(text.into()));
+            assert_eq!(raw(text).to_json(), text);
+        }
+        assert_ne!(raw("-0"), raw("0"));
+        assert_ne!(raw("1.0"), raw("1"));
+    }
+
+    #[test]
+    fn method_names_are_the_same_whether_interned_or_read() {
+        for line in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall"}"#,
+        ] {
+            assert_eq!(single(line), Kind::Request { id: Id::Int(1), method: "tools/call".into() }, "{line}");
+        }
+        assert_eq!(known_method(br#""tools/call""#).as_deref(), Some("tools/call"));
+        assert_eq!(known_method(br#""tools/calls""#), None);
+        assert_eq!(known_method(br#""x/tools/call""#), None);
+        assert_eq!(single(r#"{"jsonrpc":"2.0","method":"x/é"}"#), Kind::Notification { method: "x/é".into() });
+    }
+
+    #[test]
     fn stateless_requests_are_told_by_their_meta_without_reading_other_params() {
-        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#)));
+        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#.into())));
         // JSON may escape `/`; the search is for a part of the key without one.
-        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}"#)));
-        assert!(!is_stateless(Some(r#"{"protocolVersion":"2025-06-18"}"#)));
-        assert!(!is_stateless(Some(r#"{"name":"x","arguments":{}}"#)));
+        assert!(is_stateless(Some(r#"{"_meta":{"io.modelcontextprotocol\/protocolVersion":"2026-07-28"}}"#.into())));
+        assert!(!is_stateless(Some(r#"{"protocolVersion":"2025-06-18"}"#.into())));
+        assert!(!is_stateless(Some(r#"{"name":"x","arguments":{}}"#.into())));
         assert!(!is_stateless(None));
-        assert!(may_carry_progress_token(r#"{"_meta":{"progressToken":1}}"#));
-        assert!(!may_carry_progress_token(r#"{"_meta":{}}"#));
+        assert!(may_carry_progress_token(r#"{"_meta":{"progressToken":1}}"#.as_bytes()));
+        assert!(!may_carry_progress_token(r#"{"_meta":{}}"#.as_bytes()));
     }
 
     #[test]
@@ -389,15 +546,15 @@ mod tests {
     fn reads_selected_params() {
         let line = r#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":"r1","reason":"x","big":[1,2,3]}}"#;
         let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
-        assert_eq!(Params::read(env.params).request_id(), Some(Id::string("r1")));
+        assert_eq!(Params::read(env.params_text()).request_id(), Some(Id::string("r1")));
         let line = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#;
         let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
-        let meta = Params::read(env.params).meta.expect("meta");
+        let meta = Params::read(env.params_text()).meta.expect("meta");
         assert_eq!(meta.protocol_version.as_deref(), Some("2026-07-28"));
         // params that are an array are simply not inspected
         let line = r#"{"jsonrpc":"2.0","id":1,"method":"x","params":[1]}"#;
         let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
-        assert!(Params::read(env.params).meta.is_none());
+        assert!(Params::read(env.params_text()).meta.is_none());
     }
 
     #[test]
@@ -408,18 +565,15 @@ mod tests {
             single(std::str::from_utf8(&req).unwrap()),
             Kind::Request { id: id.clone(), method: "initialize".into() }
         );
-        let err = error_response(Some(&Id::Number("5".into())), INTERNAL_ERROR, "boom", None);
-        assert_eq!(
-            single(std::str::from_utf8(&err).unwrap()),
-            Kind::Response { id: Id::Number("5".into()), is_error: true }
-        );
+        let err = error_response(Some(&Id::Int(5)), INTERNAL_ERROR, "boom", None);
+        assert_eq!(single(std::str::from_utf8(&err).unwrap()), Kind::Response { id: Id::Int(5), is_error: true });
     }
 
     #[test]
     fn parts_of_a_message_are_replaced_in_place() {
         let line = r#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":[1, 2]}}"#;
         let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
-        let id = env.id_text.expect("an id");
+        let id = env.id_text().expect("an id");
         assert_eq!(
             replace_part(line, id, r#""mux-1""#).as_deref(),
             Some(r#"{"jsonrpc":"2.0","id":"mux-1","method":"x","params":{"a":[1, 2]}}"#)
@@ -429,10 +583,7 @@ mod tests {
 
     #[test]
     fn sniffs_ids_from_truncated_heads() {
-        assert_eq!(
-            sniff_id(br#"{"jsonrpc":"2.0","id":42,"method":"x","params":{"data":"aaaa"#),
-            Some(Id::Number("42".into()))
-        );
+        assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","id":42,"method":"x","params":{"data":"aaaa"#), Some(Id::Int(42)));
         assert_eq!(sniff_id(br#"{"jsonrpc":"2.0", "id" : "q-1","#), Some(Id::string("q-1")));
         assert_eq!(sniff_id(br#"{"jsonrpc":"2.0","method":"x","params":{"data":"aaaa"#), None);
     }

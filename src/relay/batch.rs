@@ -125,7 +125,7 @@ mod tests {
     use super::*;
 
     fn id(n: u32) -> Id {
-        Id::Number(n.to_string().into())
+        Id::Int(n.into())
     }
 
     fn b(s: &'static str) -> Bytes {

@@ -282,9 +282,9 @@ mod tests {
     #[test]
     fn take_sent_leaves_queued_requests_and_keeps_order() {
         let mut t = ClientTable::default();
-        t.insert(Id::Number("3".into()), req(3, None, true));
-        t.insert(Id::Number("1".into()), req(1, None, true));
-        t.insert(Id::Number("2".into()), req(2, None, false));
+        t.insert(Id::Int(3), req(3, None, true));
+        t.insert(Id::Int(1), req(1, None, true));
+        t.insert(Id::Int(2), req(2, None, false));
         let sent: Vec<u64> = t.take_sent().into_iter().map(|(_, r)| r.seq).collect();
         assert_eq!(sent, vec![1, 3]);
         assert_eq!(t.len(), 1);

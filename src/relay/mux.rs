@@ -195,7 +195,7 @@ impl Mux {
                 let Some(number) = self.clients.get_mut(&client).map(|c| c.batches.open()) else { return out };
                 for env in items {
                     let member = env.raw;
-                    self.client_message(client, env, member, Some(number), &mut out);
+                    self.client_message(client, env, member.get(), Some(number), &mut out);
                 }
                 if let Some(array) = self.clients.get_mut(&client).and_then(|c| c.batches.seal(number)) {
                     out.push(Out::Client(client, array));
@@ -257,7 +257,7 @@ impl Mux {
         let stateless = jsonrpc::is_stateless(env.params);
         match method {
             "initialize" => {
-                let version = fields(env.params).and_then(|f| f.protocol_version).unwrap_or_default();
+                let version = fields(env.params_text()).and_then(|f| f.protocol_version).unwrap_or_default();
                 match (&self.era, &mut self.init) {
                     (Era::Unknown, _) => {
                         self.era = Era::Handshake { version };
@@ -288,7 +288,7 @@ impl Mux {
                 }
             },
             "resources/subscribe" | "resources/unsubscribe" => {
-                if let Some(uri) = Params::read(env.params).uri.map(|u| u.into_owned()) {
+                if let Some(uri) = Params::read(env.params_text()).uri.map(|u| u.into_owned()) {
                     let subscribers = self.subscriptions.entry(uri.clone()).or_default();
                     let to_server = if method == "resources/subscribe" {
                         let first = subscribers.is_empty();
@@ -317,11 +317,11 @@ impl Mux {
     fn forward(&mut self, client: ClientId, id: Id, method: &str, env: &Envelope<'_>, text: &str, out: &mut Vec<Out>) {
         let upstream = self.issue();
         let mut edits = Vec::new();
-        if let Some(id_text) = env.id_text {
+        if let Some(id_text) = env.id_text() {
             edits.push((id_text, upstream.to_json()));
         }
         let mut token = None;
-        let token_params = env.params.filter(|p| jsonrpc::may_carry_progress_token(p));
+        let token_params = env.params_text().filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes()));
         if let Some(original) = fields(token_params).and_then(|f| f.meta).and_then(|m| m.progress_token) {
             let mapped = serde_json::Value::from(format!("mux-t{}", self.next)).to_string();
             self.tokens.insert(mapped.clone(), (client, original.get().to_owned()));
@@ -351,7 +351,7 @@ impl Mux {
                 }
             }
             "notifications/cancelled" => {
-                let params = Params::read(env.params);
+                let params = Params::read(env.params_text());
                 let (Some(raw), Some(target)) = (params.request_id, params.request_id()) else { return };
                 let Some(upstream) = self.clients.get_mut(&client).and_then(|c| c.requests.remove(&target)) else {
                     return;
@@ -394,7 +394,7 @@ impl Mux {
             Ok(Message::Batch(items)) => {
                 for env in items {
                     let member = env.raw;
-                    self.upstream_message(env, member, &mut out);
+                    self.upstream_message(env, member.get(), &mut out);
                 }
             }
             Err(e) => tracing::warn!("the shared server sent a line that is not JSON: {e}"),
@@ -451,7 +451,7 @@ impl Mux {
                 Init::Pending { waiting } => waiting,
                 _ => Vec::new(),
             };
-            let result = env.result.unwrap_or("null");
+            let result = env.result_text().unwrap_or("null");
             if is_error {
                 // Nobody initialized: the next client's initialize goes to the server again.
                 self.era = Era::Unknown;
@@ -470,7 +470,7 @@ impl Mux {
         if let Some(c) = self.clients.get_mut(&client) {
             c.requests.remove(&pending.id);
         }
-        let line = match env.id_text.and_then(|part| splice(text, vec![(part, pending.id.to_json())])) {
+        let line = match env.id_text().and_then(|part| splice(text, vec![(part, pending.id.to_json())])) {
             Some(line) => Bytes::from(line),
             None => return,
         };
@@ -478,7 +478,7 @@ impl Mux {
     }
 
     fn upstream_notification(&mut self, method: &str, env: &Envelope<'_>, text: &str, out: &mut Vec<Out>) {
-        let fields = fields(env.params);
+        let fields = fields(env.params_text());
         match method {
             "notifications/progress" => {
                 let Some(token) = fields.as_ref().and_then(|f| f.progress_token) else { return };
@@ -488,13 +488,13 @@ impl Mux {
                 }
             }
             "notifications/cancelled" => {
-                let Some(target) = Params::read(env.params).request_id() else { return };
+                let Some(target) = Params::read(env.params_text()).request_id() else { return };
                 if let Some(client) = self.server_requests.remove(&target) {
                     out.push(Out::Client(client, Bytes::copy_from_slice(text.as_bytes())));
                 }
             }
             "notifications/resources/updated" => {
-                let uri = Params::read(env.params).uri.map(|u| u.into_owned()).unwrap_or_default();
+                let uri = Params::read(env.params_text()).uri.map(|u| u.into_owned()).unwrap_or_default();
                 for client in self.subscriptions.get(&uri).into_iter().flatten() {
                     out.push(Out::Client(*client, Bytes::copy_from_slice(text.as_bytes())));
                 }

@@ -107,7 +107,7 @@ mod tests {
     use super::*;
 
     fn req(n: u64) -> Queued {
-        Queued::request(Bytes::from(format!("r{n}")), Id::Number(n.to_string().into()), n)
+        Queued::request(Bytes::from(format!("r{n}")), Id::Int(n as i64), n)
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::protocol::jsonrpc::{self, Id, Params};
+use crate::protocol::jsonrpc::{self, Id, Json, Params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {
@@ -51,7 +51,7 @@ pub struct Session {
     /// The params of the latest stateless-era request, not read yet (`has_unread`). Reading each
     /// request's `_meta` (a serde parse of its params and a rebuilt probe) cost three times what
     /// the rest of relaying a message does; a probe or `status` reads the latest when it needs it.
-    unread: String,
+    unread: Vec<u8>,
     has_unread: bool,
     /// The child's answer to a client `server/discover` (raw result).
     discover_result: Option<String>,
@@ -79,7 +79,7 @@ impl Default for Session {
             log_level: None,
             subscriptions: Vec::new(),
             stateless: None,
-            unread: String::new(),
+            unread: Vec::new(),
             has_unread: false,
             discover_result: None,
         }
@@ -136,24 +136,25 @@ impl Session {
         self.era == Era::Handshake && self.init_result.is_some() && self.initialize.is_some()
     }
 
-    pub fn on_client_request(&mut self, id: &Id, method: &str, params: Option<&str>) {
+    pub fn on_client_request(&mut self, id: &Id, method: &str, params: Option<Json<'_>>) {
+        let text = || params.map(Json::get);
         match method {
             "initialize" => {
                 self.era = Era::Handshake;
-                self.initialize = Some((id.clone(), params.map(str::to_owned)));
+                self.initialize = Some((id.clone(), text().map(str::to_owned)));
                 self.init_result = None;
                 self.initialized = false;
             }
-            "logging/setLevel" => self.log_level = params.map(str::to_owned),
+            "logging/setLevel" => self.log_level = text().map(str::to_owned),
             "resources/subscribe" => {
-                if let Some(uri) = Params::read(params).uri {
+                if let Some(uri) = Params::read(text()).uri {
                     let uri = uri.into_owned();
                     self.subscriptions.retain(|(u, _)| *u != uri);
-                    self.subscriptions.push((uri, params.map(str::to_owned)));
+                    self.subscriptions.push((uri, text().map(str::to_owned)));
                 }
             }
             "resources/unsubscribe" => {
-                if let Some(uri) = Params::read(params).uri {
+                if let Some(uri) = Params::read(text()).uri {
                     self.subscriptions.retain(|(u, _)| *u != *uri);
                 }
             }
@@ -163,16 +164,16 @@ impl Session {
             // Nor are a stateless-era session's: their params are kept (copied into one reused
             // buffer) for a probe to read the latest. Params that cannot carry a protocol version
             // do not replace params that may.
-            _ if self.era == Era::Stateless && params.map_or(0, str::len) <= UNREAD_MAX => {
-                let params = params.unwrap_or_default();
+            _ if self.era == Era::Stateless && params.map_or(0, |p| p.as_bytes().len()) <= UNREAD_MAX => {
+                let params = params.map_or(&b""[..], Json::as_bytes);
                 if jsonrpc::may_carry_protocol_version(params) {
                     self.unread.clear();
-                    self.unread.push_str(params);
+                    self.unread.extend_from_slice(params);
                     self.has_unread = true;
                 }
             }
             _ => {
-                if let Some(meta) = read_meta(params) {
+                if let Some(meta) = read_meta(text()) {
                     self.stateless = Some(meta);
                     self.has_unread = false;
                     if method != "server/discover" {
@@ -190,13 +191,14 @@ impl Session {
     }
 
     /// Records the child's successful answer to a client request.
-    pub fn on_child_result(&mut self, id: &Id, method: &str, result: Option<&str>) {
+    pub fn on_child_result(&mut self, id: &Id, method: &str, result: Option<Json<'_>>) {
+        let text = || result.map(Json::get);
         match method {
             "initialize" if self.initialize.as_ref().is_some_and(|(i, _)| i == id) => {
-                self.init_result = result.map(str::to_owned);
+                self.init_result = text().map(str::to_owned);
             }
             "server/discover" => {
-                self.discover_result = result.map(str::to_owned);
+                self.discover_result = text().map(str::to_owned);
                 if self.era == Era::Unknown {
                     self.era = Era::Stateless;
                 }
@@ -287,7 +289,7 @@ impl Session {
     /// The `_meta` of the latest stateless-era request: the unread params' if they carry one,
     /// otherwise the last read.
     fn latest_meta(&self) -> Option<StatelessMeta> {
-        let unread = self.has_unread.then(|| read_meta(Some(&self.unread))).flatten();
+        let unread = self.has_unread.then(|| read_meta(std::str::from_utf8(&self.unread).ok())).flatten();
         unread.or_else(|| self.stateless.clone())
     }
 
@@ -345,14 +347,14 @@ mod tests {
     use super::*;
 
     /// Raw JSON text, as the envelope hands it over.
-    fn raw(s: &str) -> &str {
-        s
+    fn raw(s: &str) -> Json<'_> {
+        Json::from(s)
     }
 
     #[test]
     fn handshake_session_replays_initialize_then_state() {
         let mut s = Session::default();
-        let id = Id::Number("1".into());
+        let id = Id::Int(1);
         s.on_client_request(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
         assert_eq!(s.era(), Era::Handshake);
         assert!(!s.established());
@@ -363,10 +365,10 @@ mod tests {
         );
         s.on_client_notification("notifications/initialized");
         assert!(s.established());
-        s.on_client_request(&Id::Number("2".into()), "logging/setLevel", Some(raw(r#"{"level":"debug"}"#)));
-        s.on_client_request(&Id::Number("3".into()), "resources/subscribe", Some(raw(r#"{"uri":"a://1"}"#)));
-        s.on_client_request(&Id::Number("4".into()), "resources/subscribe", Some(raw(r#"{"uri":"a://2"}"#)));
-        s.on_client_request(&Id::Number("5".into()), "resources/unsubscribe", Some(raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Int(2), "logging/setLevel", Some(raw(r#"{"level":"debug"}"#)));
+        s.on_client_request(&Id::Int(3), "resources/subscribe", Some(raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Int(4), "resources/subscribe", Some(raw(r#"{"uri":"a://2"}"#)));
+        s.on_client_request(&Id::Int(5), "resources/unsubscribe", Some(raw(r#"{"uri":"a://1"}"#)));
 
         let init = s.replay_initialize(&Id::string("mcpvisor-9")).expect("replay");
         assert_eq!(
@@ -392,13 +394,13 @@ mod tests {
     fn discover_probe_does_not_lock_the_era_but_a_stateless_call_does() {
         let meta = r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#;
         let mut s = Session::default();
-        s.on_client_request(&Id::Number("1".into()), "server/discover", Some(raw(meta)));
+        s.on_client_request(&Id::Int(1), "server/discover", Some(raw(meta)));
         assert_eq!(s.era(), Era::Unknown);
-        s.on_client_request(&Id::Number("2".into()), "initialize", Some(raw("{}")));
+        s.on_client_request(&Id::Int(2), "initialize", Some(raw("{}")));
         assert_eq!(s.era(), Era::Handshake);
 
         let mut s = Session::default();
-        s.on_client_request(&Id::Number("1".into()), "tools/list", Some(raw(meta)));
+        s.on_client_request(&Id::Int(1), "tools/list", Some(raw(meta)));
         assert_eq!(s.era(), Era::Stateless);
         assert!(s.established());
         let probe = s.probe(&Id::string("mcpvisor-1")).expect("probe");
@@ -417,18 +419,18 @@ mod tests {
         };
         let probe = |s: &Session| String::from_utf8(s.probe(&Id::string("p")).expect("probe").to_vec()).unwrap();
         let mut s = Session::default();
-        s.on_client_request(&Id::Number("1".into()), "tools/list", Some(&meta("2026-07-28", "first")));
+        s.on_client_request(&Id::Int(1), "tools/list", Some(raw(&meta("2026-07-28", "first"))));
         assert!(probe(&s).contains("first"));
-        s.on_client_request(&Id::Number("2".into()), "tools/call", Some(&meta("2026-07-28", "second")));
+        s.on_client_request(&Id::Int(2), "tools/call", Some(raw(&meta("2026-07-28", "second"))));
         assert!(probe(&s).contains("second"));
         assert_eq!(s.protocol_version().as_deref(), Some("2026-07-28"));
         // A request without `_meta` leaves the last one the client sent.
-        s.on_client_request(&Id::Number("3".into()), "tools/call", Some(r#"{"name":"x"}"#));
+        s.on_client_request(&Id::Int(3), "tools/call", Some(raw(r#"{"name":"x"}"#)));
         assert!(probe(&s).contains("second"));
-        s.on_client_request(&Id::Number("4".into()), "tools/call", None);
+        s.on_client_request(&Id::Int(4), "tools/call", None);
         assert!(probe(&s).contains("second"));
         let large = meta("2026-07-28", &"l".repeat(UNREAD_MAX));
-        s.on_client_request(&Id::Number("5".into()), "tools/call", Some(&large));
+        s.on_client_request(&Id::Int(5), "tools/call", Some(raw(&large)));
         assert!(probe(&s).contains("lll"));
         assert_eq!(s.era(), Era::Stateless);
     }
@@ -443,15 +445,11 @@ mod tests {
     #[test]
     fn detects_a_changed_server() {
         let mut s = Session::default();
-        let id = Id::Number("1".into());
+        let id = Id::Int(1);
         s.on_client_request(&id, "initialize", None);
         s.on_child_result(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)));
-        assert_eq!(
-            s.compare_initialize_result(Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#))),
-            None
-        );
-        let diff =
-            s.compare_initialize_result(Some(raw(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#)));
+        assert_eq!(s.compare_initialize_result(Some(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)), None);
+        let diff = s.compare_initialize_result(Some(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#));
         assert!(diff.expect("diff").contains("protocol version"));
     }
 }

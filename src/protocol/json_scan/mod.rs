@@ -8,14 +8,19 @@
 //!
 //! It accepts exactly RFC 8259 JSON, as serde_json does: the same number grammar, string escapes,
 //! no control characters in strings, nothing but whitespace after the value. Nesting is limited to
-//! [`MAX_DEPTH`] levels (an iterative scan with a bit stack: no recursion, no allocation). The input
-//! is `&str`, so UTF-8 has already been checked. Property tests compare it with serde_json.
+//! [`MAX_DEPTH`] levels (an iterative scan with a bit stack: no recursion, no allocation). It also
+//! checks UTF-8, where it can occur: outside strings JSON is ASCII, and a string with a non-ASCII
+//! byte is checked from there to its end, so a text that scans is valid UTF-8 and most (all-ASCII)
+//! messages are not read a second time for it. Property tests compare it with serde_json.
 //!
 //! This file is the top level (the envelope's fields, a batch's elements); `values.rs` the grammar
 //! below it, on plain positions; `strings.rs` finding where a string ends, a word at a time.
 
 /// Deepest nesting accepted.
 pub const MAX_DEPTH: usize = 1024;
+
+/// The [`ScanError`] of a string that is not valid UTF-8.
+pub const INVALID_UTF8: &str = "invalid UTF-8 in string";
 
 /// Strings are scanned 16 bytes (or a word) at a time up to this many bytes, the rest of a longer
 /// one with memchr. Stateless-era `_meta` keys are 34 to 42 bytes: past 32, memchr's set-up cost
@@ -38,12 +43,12 @@ pub struct ScanError {
 /// The raw text of the top-level fields routing cares about (each a complete JSON value).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields<'a> {
-    pub jsonrpc: Option<&'a str>,
-    pub id: Option<&'a str>,
-    pub method: Option<&'a str>,
-    pub params: Option<&'a str>,
-    pub result: Option<&'a str>,
-    pub error: Option<&'a str>,
+    pub jsonrpc: Option<&'a [u8]>,
+    pub id: Option<&'a [u8]>,
+    pub method: Option<&'a [u8]>,
+    pub params: Option<&'a [u8]>,
+    pub result: Option<&'a [u8]>,
+    pub error: Option<&'a [u8]>,
 }
 
 /// One of the [`Fields`].
@@ -94,7 +99,7 @@ impl Field {
 }
 
 impl<'a> Fields<'a> {
-    fn get_mut(&mut self, field: Field) -> &mut Option<&'a str> {
+    fn get_mut(&mut self, field: Field) -> &mut Option<&'a [u8]> {
         match field {
             Field::Jsonrpc => &mut self.jsonrpc,
             Field::Id => &mut self.id,
@@ -111,20 +116,20 @@ impl<'a> Fields<'a> {
 pub enum Top<'a> {
     Object(Fields<'a>),
     /// The raw text of each element.
-    Array(Vec<&'a str>),
+    Array(Vec<&'a [u8]>),
     /// A string, number or literal.
     Scalar,
 }
 
-/// Validates `text` as one JSON value and reports what it is.
-pub fn scan(text: &str) -> Result<Top<'_>, ScanError> {
+/// Validates `text` as one JSON value (in UTF-8) and reports what it is.
+pub fn scan(text: &[u8]) -> Result<Top<'_>, ScanError> {
     top(text).map_err(|(what, at)| ScanError { what, at })
 }
 
 /// The fields of `text` if it is an object (`text` must already be known to be valid JSON, as an
 /// element of a scanned array is).
-pub fn object_fields(text: &str) -> Option<Fields<'_>> {
-    let (pos, first) = values::skip_ws(text.as_bytes(), 0);
+pub fn object_fields(text: &[u8]) -> Option<Fields<'_>> {
+    let (pos, first) = values::skip_ws(text, 0);
     if first != b'{' {
         return None;
     }
@@ -132,17 +137,16 @@ pub fn object_fields(text: &str) -> Option<Fields<'_>> {
     top_object(text, pos, &mut stack).ok().map(|(fields, _)| fields)
 }
 
-fn top(text: &str) -> Scan<Top<'_>> {
-    let bytes = text.as_bytes();
+fn top(bytes: &[u8]) -> Scan<Top<'_>> {
     let mut stack = Stack::default();
     let (pos, first) = values::skip_ws(bytes, 0);
     let (top, end) = match first {
         b'{' => {
-            let (fields, end) = top_object(text, pos, &mut stack)?;
+            let (fields, end) = top_object(bytes, pos, &mut stack)?;
             (Top::Object(fields), end)
         }
         b'[' => {
-            let (items, end) = top_array(text, pos, &mut stack)?;
+            let (items, end) = top_array(bytes, pos, &mut stack)?;
             (Top::Array(items), end)
         }
         _ => (Top::Scalar, values::value_end(bytes, pos, &mut stack, 0)?),
@@ -155,8 +159,7 @@ fn top(text: &str) -> Scan<Top<'_>> {
 
 /// The top-level object from its `{` at `pos`, recording the interesting fields, and where it
 /// ends. Duplicates of those are refused, as serde_json refuses them for a struct.
-fn top_object<'a>(text: &'a str, pos: usize, stack: &mut Stack) -> Scan<(Fields<'a>, usize)> {
-    let bytes = text.as_bytes();
+fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Fields<'a>, usize)> {
     let mut fields = Fields::default();
     stack.push(0, true); // counts towards the depth limit; values below start from here
     let (mut pos, mut next) = values::skip_ws(bytes, pos + 1);
@@ -188,7 +191,7 @@ fn top_object<'a>(text: &'a str, pos: usize, stack: &mut Stack) -> Scan<(Fields<
             if slot.is_some() {
                 return Err(("duplicate field", key_start));
             }
-            *slot = text.get(start..pos);
+            *slot = bytes.get(start..pos);
         }
         (pos, next) = values::skip_ws(bytes, pos);
         match next {
@@ -218,8 +221,7 @@ fn key_field(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)
 }
 
 /// The top-level array from its `[` at `pos`: the raw text of each element, and where it ends.
-fn top_array<'a>(text: &'a str, pos: usize, stack: &mut Stack) -> Scan<(Vec<&'a str>, usize)> {
-    let bytes = text.as_bytes();
+fn top_array<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Vec<&'a [u8]>, usize)> {
     let mut items = Vec::new();
     stack.push(0, false);
     let (mut pos, next) = values::skip_ws(bytes, pos + 1);
@@ -230,7 +232,7 @@ fn top_array<'a>(text: &'a str, pos: usize, stack: &mut Stack) -> Scan<(Vec<&'a 
         let start;
         (start, _) = values::skip_ws(bytes, pos);
         pos = values::value_end(bytes, start, stack, 1)?;
-        items.extend(text.get(start..pos));
+        items.extend(bytes.get(start..pos));
         let next;
         (pos, next) = values::skip_ws(bytes, pos);
         match next {

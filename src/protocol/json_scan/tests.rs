@@ -2,6 +2,16 @@
 
 use super::*;
 
+/// The scanner on a test's `&str`.
+fn scan(text: &str) -> Result<Top<'_>, ScanError> {
+    super::scan(text.as_bytes())
+}
+
+/// A field's expected text.
+fn b(text: &str) -> Option<&[u8]> {
+    Some(text.as_bytes())
+}
+
 fn ok(text: &str) -> bool {
     scan(text).is_ok()
 }
@@ -11,17 +21,17 @@ fn finds_top_level_fields_and_ignores_nested_ones() {
     let text =
         r#" {"jsonrpc":"2.0","params":{"id":9,"method":"no"},"id":"a\"b","method":"x/y","other":[1,{"result":2}]} "#;
     let Ok(Top::Object(f)) = scan(text) else { panic!("not an object") };
-    assert_eq!(f.jsonrpc, Some(r#""2.0""#));
-    assert_eq!(f.id, Some(r#""a\"b""#));
-    assert_eq!(f.method, Some(r#""x/y""#));
-    assert_eq!(f.params, Some(r#"{"id":9,"method":"no"}"#));
+    assert_eq!(f.jsonrpc, b(r#""2.0""#));
+    assert_eq!(f.id, b(r#""a\"b""#));
+    assert_eq!(f.method, b(r#""x/y""#));
+    assert_eq!(f.params, b(r#"{"id":9,"method":"no"}"#));
     assert_eq!(f.result, None);
 }
 
 #[test]
 fn escaped_keys_are_decoded_and_duplicates_refused() {
     let Ok(Top::Object(f)) = scan(r#"{"\u0069d":1}"#) else { panic!() };
-    assert_eq!(f.id, Some("1"));
+    assert_eq!(f.id, b("1"));
     assert!(scan(r#"{"id":1,"id":2}"#).is_err());
     assert!(scan(r#"{"x":1,"x":2}"#).is_ok());
     assert!(scan(r#"{"\ud800":1}"#).is_err());
@@ -30,8 +40,8 @@ fn escaped_keys_are_decoded_and_duplicates_refused() {
 #[test]
 fn compact_and_spaced_keys_are_the_same_field() {
     let Ok(Top::Object(f)) = scan(r#"{"jsonrpc":"2.0","id":7,"method":"m","params":{},"error":1}"#) else { panic!() };
-    assert_eq!((f.jsonrpc, f.id, f.method), (Some(r#""2.0""#), Some("7"), Some(r#""m""#)));
-    assert_eq!((f.params, f.error), (Some("{}"), Some("1")));
+    assert_eq!((f.jsonrpc, f.id, f.method), (b(r#""2.0""#), b("7"), b(r#""m""#)));
+    assert_eq!((f.params, f.error), (b("{}"), b("1")));
     assert!(scan(r#"{"id":1, "id" :2}"#).is_err());
     assert!(scan(r#"{"result" :1,"result":2}"#).is_err());
     assert!(scan(r#"{"idx":1,"id":2}"#).is_ok());
@@ -41,7 +51,8 @@ fn compact_and_spaced_keys_are_the_same_field() {
 
 #[test]
 fn arrays_list_their_elements() {
-    assert_eq!(scan(r#"[1, {"a":[]} ,"x"]"#), Ok(Top::Array(vec!["1", r#"{"a":[]}"#, r#""x""#])));
+    let items: Vec<&[u8]> = vec![b"1", br#"{"a":[]}"#, br#""x""#];
+    assert_eq!(scan(r#"[1, {"a":[]} ,"x"]"#), Ok(Top::Array(items)));
     assert_eq!(scan("[]"), Ok(Top::Array(vec![])));
     assert_eq!(scan("\"s\""), Ok(Top::Scalar));
 }
@@ -151,4 +162,22 @@ fn numbers_of_every_length_end_where_their_digits_do() {
             assert_eq!(ok(&text), serde_ok, "{text}");
         }
     }
+}
+
+#[test]
+fn invalid_utf8_is_found_at_every_offset_and_outside_strings() {
+    for len in 1..200 {
+        for at in 0..len {
+            let mut text = b"[\"".to_vec();
+            text.resize(2 + len, b'x');
+            text.extend_from_slice(b"\"]");
+            text[2 + at] = 0xff;
+            let e = super::scan(&text).map(|_| ()).unwrap_err();
+            assert_eq!((e.what, e.at), (INVALID_UTF8, 2 + at), "len {len} at {at}");
+            text[2 + at] = 0xc3;
+            text.insert(3 + at, 0xa9);
+            assert!(super::scan(&text).is_ok(), "é at {at} of {len}");
+        }
+    }
+    assert!(super::scan("[é]".as_bytes()).is_err());
 }

@@ -3,7 +3,7 @@
 //! than in a scanner struct, so the hot loop keeps them in registers.
 
 use super::strings::next_special;
-use super::MAX_DEPTH;
+use super::{INVALID_UTF8, MAX_DEPTH};
 
 /// Why and where a text is not JSON.
 pub(super) type Fail = (&'static str, usize);
@@ -135,18 +135,41 @@ pub(super) fn colon(bytes: &[u8], pos: usize) -> Scan {
     }
 }
 
-/// A string, from its opening quote at `pos`.
+/// A string, from its opening quote at `pos`. Most strings are ASCII; one that is not is checked
+/// as UTF-8 from its first non-ASCII byte to its end.
 #[inline(always)]
 pub(super) fn string_end(bytes: &[u8], pos: usize) -> Scan {
     let mut i = pos + 1;
     loop {
-        let (at, byte) = next_special(bytes, i);
+        let (at, byte) = next_special::<true>(bytes, i);
         match byte {
             b'"' => return Ok(at + 1),
+            b'\\' => i = escape_end(bytes, at)?,
+            0x80.. => return utf8_string_end(bytes, at),
+            _ if at < bytes.len() => return Err(("control character in string", at)),
+            _ => return Err(("unterminated string", at)),
+        }
+    }
+}
+
+/// The rest of a string from its first non-ASCII byte at `from`: its end found without stopping
+/// at non-ASCII bytes, then the bytes from `from` to the closing quote checked as UTF-8 at once
+/// (a quote or a backslash is never part of a multi-byte sequence).
+#[inline(never)]
+fn utf8_string_end(bytes: &[u8], from: usize) -> Scan {
+    let mut i = from;
+    let close = loop {
+        let (at, byte) = next_special::<false>(bytes, i);
+        match byte {
+            b'"' => break at,
             b'\\' => i = escape_end(bytes, at)?,
             _ if at < bytes.len() => return Err(("control character in string", at)),
             _ => return Err(("unterminated string", at)),
         }
+    };
+    match std::str::from_utf8(&bytes[from..close]) {
+        Ok(_) => Ok(close + 1),
+        Err(e) => Err((INVALID_UTF8, from + e.valid_up_to())),
     }
 }
 
