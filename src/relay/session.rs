@@ -49,8 +49,8 @@ pub struct Session {
     /// The `_meta` of the latest stateless-era request read, as probes send it.
     stateless: Option<StatelessMeta>,
     /// The params of the latest stateless-era request, not read yet (`has_unread`). Reading each
-    /// request's `_meta` (a serde parse of its params and a rebuilt probe) cost three times what
-    /// the rest of relaying a message does; a probe or `status` reads the latest when it needs it.
+    /// request's `_meta` (a serde parse of its params and a rebuilt probe) cost twice what the
+    /// rest of relaying a message does; a probe or `status` reads the latest when it needs it.
     unread: Vec<u8>,
     has_unread: bool,
     /// The child's answer to a client `server/discover` (raw result).
