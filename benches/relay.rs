@@ -7,6 +7,8 @@
 //! writes the same numbers as JSON to `target/bench-relay.json`. Also timed: start-up (spawn to the
 //! answer to `initialize`) each way, and mcpvisor's crash recovery (SIGKILL of the server to the
 //! next successful request, with `--backoff-initial 0`), to compare with the server's start-up.
+//! Pipelined throughput is measured for both protocol eras: handshake-era requests after
+//! `initialize`, and stateless-era ones (`_meta` in each, no handshake) on a session of their own.
 //!
 //! `MCPVISOR_BENCH_BASELINE=/path/to/an/older/mcpvisor` adds that binary as a column of its own
 //! (`baseline`), interleaved with the others, to compare two builds in one run.
@@ -122,6 +124,8 @@ struct Figures {
     rtt_p50_us: f64,
     rtt_p99_us: f64,
     pipelined_per_sec: f64,
+    /// The same, with stateless-era (2026-07-28) requests: no handshake, `_meta` in every one.
+    stateless_per_sec: f64,
     big_mb_per_sec: f64,
     /// Spawn to the answer to `initialize`.
     startup_ms: f64,
@@ -148,6 +152,7 @@ impl Figures {
             rtt_p50_us: med(&|f| f.rtt_p50_us),
             rtt_p99_us: med(&|f| f.rtt_p99_us),
             pipelined_per_sec: med(&|f| f.pipelined_per_sec),
+            stateless_per_sec: med(&|f| f.stateless_per_sec),
             big_mb_per_sec: med(&|f| f.big_mb_per_sec),
             startup_ms: med(&|f| f.startup_ms),
             recovery_ms: rounds.iter().any(|f| f.recovery_ms.is_some()).then(|| med(&|f| f.recovery_ms.unwrap_or(0.0))),
@@ -159,7 +164,9 @@ impl Figures {
     fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "rtt_p50_us": self.rtt_p50_us, "rtt_p99_us": self.rtt_p99_us,
-            "pipelined_requests_per_sec": self.pipelined_per_sec, "mib_messages_mb_per_sec": self.big_mb_per_sec,
+            "pipelined_requests_per_sec": self.pipelined_per_sec,
+            "stateless_pipelined_requests_per_sec": self.stateless_per_sec,
+            "mib_messages_mb_per_sec": self.big_mb_per_sec,
             "startup_ms": self.startup_ms, "crash_recovery_ms": self.recovery_ms,
             "peak_rss_kib": self.peak_rss_kib, "idle_rss_kib": self.idle_rss_kib,
         })
@@ -183,6 +190,7 @@ fn print_table(kinds: &[Kind], m: &[Figures]) {
     row("rtt p50", &|f| f.rtt_p50_us, "us");
     row("rtt p99", &|f| f.rtt_p99_us, "us");
     row("pipelined small req/s", &|f| f.pipelined_per_sec, "");
+    row("  stateless era", &|f| f.stateless_per_sec, "");
     row("1 MiB messages MB/s", &|f| f.big_mb_per_sec, "");
     row("startup (spawn to init)", &|f| f.startup_ms, "ms");
     for (k, f) in kinds.iter().zip(m) {
@@ -324,6 +332,7 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         s.recv();
     }
     let pipelined_per_sec = cfg.pipelined_requests as f64 / t.elapsed().as_secs_f64();
+    let stateless_per_sec = stateless_pipelined(kind, cfg.pipelined_requests);
 
     let payload = "y".repeat(1 << 20);
     let t = Instant::now();
@@ -347,12 +356,30 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         rtt_p50_us: pct(0.5),
         rtt_p99_us: pct(0.99),
         pipelined_per_sec,
+        stateless_per_sec,
         big_mb_per_sec,
         startup_ms,
         recovery_ms,
         peak_rss_kib,
         idle_rss_kib,
     }
+}
+
+/// Requests per second, `n` stateless-era requests written back to back on a session of their own
+/// (no `initialize`; each carries the 2026-07-28 `_meta`, about 290 bytes), then all answers read.
+fn stateless_pipelined(kind: Kind, n: usize) -> f64 {
+    const META: &str = r#""_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"bench","version":"1"},"io.modelcontextprotocol/clientCapabilities":{}}"#;
+    let s = spawn(kind);
+    let t = Instant::now();
+    for i in 0..n {
+        s.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"x\":\"abcdefgh\"}},{META}}}}}\n", i + 1));
+    }
+    for _ in 0..n {
+        s.recv();
+    }
+    let per_sec = n as f64 / t.elapsed().as_secs_f64();
+    s.close();
+    per_sec
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

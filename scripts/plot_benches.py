@@ -248,9 +248,14 @@ def plot_relay(data, out):
         ("rtt_p50_us", "round trip p50 (µs, lower is better)", "µs"),
         ("rtt_p99_us", "round trip p99 (µs, lower is better)", "µs"),
         ("pipelined_requests_per_sec", "pipelined small requests/s (higher is better)", "/s"),
+        ("stateless_pipelined_requests_per_sec", "the same, stateless era (higher is better)", "/s"),
         ("mib_messages_mb_per_sec", "1 MiB messages, MB/s (higher is better)", "MB/s"),
     ]
-    fig, axes = plt.subplots(2, 2, figsize=(WIDTH_IN, 6.6), layout="constrained")
+    figures = [f for f in figures if any(results[c].get(f[0]) is not None for c in columns)]
+    rows = (len(figures) + 1) // 2
+    fig, axes = plt.subplots(rows, 2, figsize=(WIDTH_IN, 3.3 * rows), layout="constrained")
+    for ax in list(axes.flat)[len(figures):]:
+        ax.set_visible(False)
     for ax, (key, title, unit) in zip(axes.flat, figures):
         shown = [c for c in columns if results[c].get(key) is not None]
         values = [results[c][key] for c in shown]
