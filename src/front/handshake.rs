@@ -103,7 +103,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
     let kind = match jsonrpc::parse(&body) {
         Ok(Message::Single(env)) => {
             if matches!(env.kind, Kind::Request { .. }) {
-                token = request_token(env.params_text());
+                token = request_token(env.params);
             }
             // Only a message outside any session can be of the stateless era (its `_meta` says
             // so when the header does not): a session's messages are not read twice for it.

@@ -17,7 +17,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::protocol::jsonrpc::{self, Id, Kind, Message};
+use crate::protocol::jsonrpc::{self, Id, Json, Kind, Message};
 
 /// Messages that may wait for a GET stream before the oldest are dropped.
 pub const BACKLOG: usize = 1000;
@@ -59,15 +59,15 @@ struct MetaToken<'a> {
 
 /// The progress token a request's `params._meta` gives, or a progress notification's
 /// `params.progressToken` names, as JSON text.
-fn token(params: Option<&str>, in_meta: bool) -> Option<String> {
+fn token(params: Option<Json<'_>>, in_meta: bool) -> Option<String> {
     let params = params.filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes()))?;
-    let parsed: WithMeta<'_> = serde_json::from_str(params).ok()?;
+    let parsed: WithMeta<'_> = serde_json::from_str(params.get()).ok()?;
     let raw = if in_meta { parsed.meta?.progress_token } else { parsed.progress_token };
     raw.map(|r| r.get().to_owned())
 }
 
 /// The progress token a request's `params._meta` gives, as JSON text.
-pub fn request_token(params: Option<&str>) -> Option<String> {
+pub fn request_token(params: Option<Json<'_>>) -> Option<String> {
     token(params, true)
 }
 
@@ -101,7 +101,7 @@ impl Routes {
     pub fn route(&mut self, line: &[u8]) -> Route {
         let parsed = jsonrpc::parse(line);
         let (kind, params) = match &parsed {
-            Ok(Message::Single(env)) => (Some(&env.kind), env.params_text()),
+            Ok(Message::Single(env)) => (Some(&env.kind), env.params),
             _ => (None, None),
         };
         match kind {
@@ -168,7 +168,7 @@ mod tests {
     fn open(r: &mut Routes, request: &[u8]) -> Option<Id> {
         let Ok(Message::Single(env)) = jsonrpc::parse(request) else { return None };
         let Kind::Request { id, .. } = env.kind else { return None };
-        r.open(id.clone(), request_token(env.params.map(|p| p.get())));
+        r.open(id.clone(), request_token(env.params));
         Some(id)
     }
 

@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn a_broken_post_stream_is_resumed_with_what_it_missed_then_its_response() {
         let mut s = Streams::default();
-        let (key, mut rx) = s.open_post(Id::Int(1), request_token(Some(REQUEST_PARAMS)));
+        let (key, mut rx) = s.open_post(Id::Int(1), request_token(Some(REQUEST_PARAMS.into())));
         s.dispatch(line(PROGRESS));
         let first = rx.try_recv().expect("progress");
         s.closed(key);

@@ -108,11 +108,6 @@ impl<'a> Envelope<'a> {
     pub fn result_text(&self) -> Option<&'a str> {
         self.result.map(Json::get)
     }
-
-    /// The `id` value's JSON text, a slice of the line (for rewriting it in place).
-    pub fn id_text(&self) -> Option<&'a str> {
-        self.id_text.map(Json::get)
-    }
 }
 
 /// A part of a scanned line: bytes known to be valid UTF-8 JSON, made a `&str` where one is read.
@@ -274,15 +269,21 @@ impl<'a> Params<'a> {
     }
 }
 
-/// `text` with its part `part` (a subslice of `text`, as the envelope's fields are) replaced by
-/// `new`: a message is edited in place, never re-encoded. `None` if `part` is not inside `text`.
-pub fn replace_part(text: &str, part: &str, new: &str) -> Option<String> {
-    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-    let end = start.checked_add(part.len()).filter(|end| *end <= text.len())?;
-    let mut out = String::with_capacity(text.len() - part.len() + new.len());
-    out.push_str(text.get(..start)?);
-    out.push_str(new);
-    out.push_str(text.get(end..)?);
+/// `text` with each `(part, new)` replaced, the parts being non-overlapping subslices of `text`
+/// (as the envelope's parts are): a message is edited in place, never re-encoded. `None` if a
+/// part is not inside `text`.
+pub fn splice(text: &str, mut edits: Vec<(&[u8], String)>) -> Option<String> {
+    edits.sort_by_key(|(part, _)| part.as_ptr() as usize);
+    let mut out = text.to_owned();
+    // From the last edit back, so that earlier offsets stay valid.
+    for (part, new) in edits.into_iter().rev() {
+        let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+        let end = start.checked_add(part.len()).filter(|end| *end <= text.len())?;
+        if !out.is_char_boundary(start) || !out.is_char_boundary(end) {
+            return None;
+        }
+        out.replace_range(start..end, &new);
+    }
     Some(out)
 }
 
@@ -458,12 +459,12 @@ mod tests {
     fn parts_of_a_message_are_replaced_in_place() {
         let line = r#"{"jsonrpc":"2.0","id":7,"method":"x","params":{"a":[1, 2]}}"#;
         let Message::Single(env) = parse(line.as_bytes()).expect("json") else { panic!() };
-        let id = env.id_text().expect("an id");
+        let id = env.id_text.expect("an id").as_bytes();
         assert_eq!(
-            replace_part(line, id, r#""mux-1""#).as_deref(),
+            splice(line, vec![(id, r#""mux-1""#.to_owned())]).as_deref(),
             Some(r#"{"jsonrpc":"2.0","id":"mux-1","method":"x","params":{"a":[1, 2]}}"#)
         );
-        assert_eq!(replace_part(line, "elsewhere", "x"), None);
+        assert_eq!(splice(line, vec![(b"elsewhere", "x".to_owned())]), None);
     }
 
     #[test]

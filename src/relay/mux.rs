@@ -32,7 +32,7 @@ use smol_str::SmolStr;
 use super::batch::{Batches, Routed};
 use super::inflight::IdMap;
 use crate::protocol::errors::OwnError;
-use crate::protocol::jsonrpc::{self, Envelope, Id, Kind, Message, Params, INTERNAL_ERROR};
+use crate::protocol::jsonrpc::{self, splice, Envelope, Id, Json, Kind, Message, Params, INTERNAL_ERROR};
 
 /// A client of the shared process, numbered by the daemon.
 pub type ClientId = u64;
@@ -142,18 +142,6 @@ fn fields(params: Option<&str>) -> Option<MetaToken<'_>> {
 /// A result line for request `id`.
 fn result_line(id: &Id, result: &str) -> Bytes {
     Bytes::from(format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{result}}}"#))
-}
-
-/// `text` with each `(part, new)` replaced, parts being non-overlapping subslices of `text`.
-fn splice(text: &str, mut edits: Vec<(&str, String)>) -> Option<String> {
-    edits.sort_by_key(|(part, _)| part.as_ptr() as usize);
-    let mut out = text.to_owned();
-    // From the last edit back, so that earlier offsets stay valid.
-    for (part, new) in edits.into_iter().rev() {
-        let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
-        out.replace_range(start..start + part.len(), &new);
-    }
-    Some(out)
 }
 
 impl Mux {
@@ -317,15 +305,15 @@ impl Mux {
     fn forward(&mut self, client: ClientId, id: Id, method: &str, env: &Envelope<'_>, text: &str, out: &mut Vec<Out>) {
         let upstream = self.issue();
         let mut edits = Vec::new();
-        if let Some(id_text) = env.id_text() {
-            edits.push((id_text, upstream.to_json()));
+        if let Some(id_text) = env.id_text {
+            edits.push((id_text.as_bytes(), upstream.to_json()));
         }
         let mut token = None;
-        let token_params = env.params_text().filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes()));
+        let token_params = env.params.filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes())).map(Json::get);
         if let Some(original) = fields(token_params).and_then(|f| f.meta).and_then(|m| m.progress_token) {
             let mapped = serde_json::Value::from(format!("mux-t{}", self.next)).to_string();
             self.tokens.insert(mapped.clone(), (client, original.get().to_owned()));
-            edits.push((original.get(), mapped.clone()));
+            edits.push((original.get().as_bytes(), mapped.clone()));
             token = Some(mapped);
         }
         let Some(line) = splice(text, edits) else { return };
@@ -362,7 +350,7 @@ impl Mux {
                 if let Some(number) = self.clients.get_mut(&client).and_then(|c| c.batches.forget(&target)) {
                     out.push(Out::Client(client, number));
                 }
-                if let Some(line) = splice(text, vec![(raw.get(), upstream.to_json())]) {
+                if let Some(line) = splice(text, vec![(raw.get().as_bytes(), upstream.to_json())]) {
                     out.push(Out::Upstream(Bytes::from(line)));
                 }
             }
@@ -470,7 +458,7 @@ impl Mux {
         if let Some(c) = self.clients.get_mut(&client) {
             c.requests.remove(&pending.id);
         }
-        let line = match env.id_text().and_then(|part| splice(text, vec![(part, pending.id.to_json())])) {
+        let line = match env.id_text.and_then(|part| splice(text, vec![(part.as_bytes(), pending.id.to_json())])) {
             Some(line) => Bytes::from(line),
             None => return,
         };
@@ -483,7 +471,7 @@ impl Mux {
             "notifications/progress" => {
                 let Some(token) = fields.as_ref().and_then(|f| f.progress_token) else { return };
                 let Some((client, original)) = self.tokens.get(token.get()).cloned() else { return };
-                if let Some(line) = splice(text, vec![(token.get(), original)]) {
+                if let Some(line) = splice(text, vec![(token.get().as_bytes(), original)]) {
                     out.push(Out::Client(client, Bytes::from(line)));
                 }
             }
@@ -505,7 +493,7 @@ impl Mux {
                 if let Some(raw) = subscription {
                     let owner = Id::from_json(raw.get()).and_then(|up| self.pending.get(&up));
                     if let Some(Pending { client: Some(client), id, .. }) = owner {
-                        if let Some(line) = splice(text, vec![(raw.get(), id.to_json())]) {
+                        if let Some(line) = splice(text, vec![(raw.get().as_bytes(), id.to_json())]) {
                             out.push(Out::Client(*client, Bytes::from(line)));
                         }
                     }
