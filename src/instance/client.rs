@@ -91,18 +91,33 @@ impl<I: ClientInput> Instance<I> {
     }
 
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
-    /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping.
+    /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping,
+    /// and the id is looked up once: its check and its entry are one table operation.
     fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<Json<'_>>, line: Bytes) {
-        if self.id_in_flight(&id) {
+        if let Some(refusal) = self.refusal() {
+            if self.id_in_flight(&id) {
+                let error = self.duplicate_id_error(&id);
+                self.send_to_client(error);
+            } else {
+                self.reply_error(Some(&id), &refusal);
+            }
+            return;
+        }
+        let send_now = self.can_send_now();
+        let resend = self.may_resend(&method);
+        let request = ClientRequest {
+            method: method.clone(),
+            line: resend.then(|| retained(&line)),
+            seq: self.seq + 1,
+            received: self.now,
+            sent: send_now,
+        };
+        let own = !self.own.is_empty() && self.own.contains(&id);
+        if own || self.client_reqs.try_insert(id.clone(), request).is_err() {
             let error = self.duplicate_id_error(&id);
             self.send_to_client(error);
             return;
         }
-        if let Some(refusal) = self.refusal() {
-            self.reply_error(Some(&id), &refusal);
-            return;
-        }
-        let send_now = self.can_send_now();
         if method == "initialize" && !self.spares.is_empty() {
             // The client starts its session over: spares warmed for the old one cannot serve it.
             self.stop_spares(false);
@@ -110,19 +125,6 @@ impl<I: ClientInput> Instance<I> {
         self.session.on_client_request(&id, &method, params);
         self.metrics.requests += 1;
         self.seq += 1;
-        let now = self.now;
-        let resend = self.may_resend(&method);
-        self.client_reqs.insert(
-            id.clone(),
-            ClientRequest {
-                method,
-                line: resend.then(|| retained(&line)),
-                seq: self.seq,
-                received: now,
-                deadline: self.cfg.request_timeout.map(|t| now + t),
-                sent: send_now,
-            },
-        );
         if send_now {
             self.send_to_child(line);
         } else {

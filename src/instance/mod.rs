@@ -237,7 +237,7 @@ impl<I: ClientInput> Instance<I> {
             spares: Vec::new(),
             retiring: Vec::new(),
             session: Session::default(),
-            client_reqs: ClientTable::default(),
+            client_reqs: ClientTable::new(cfg.request_timeout),
             server_reqs: IdMap::default(),
             orphaned_server_reqs: IdSet::default(),
             batches: Batches::default(),

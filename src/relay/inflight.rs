@@ -4,8 +4,9 @@
 //! itself (liveness probes, session replay) use ids from [`OwnIds`], which carry a reserved prefix
 //! and are checked against the client's table so they can never collide with a client id.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use smol_str::SmolStr;
@@ -56,16 +57,22 @@ pub struct ClientRequest {
     pub line: Option<Bytes>,
     /// Arrival order, used to re-send in the original order and to match queue entries.
     pub seq: u64,
+    /// When it arrived; its deadline is this plus the table's timeout.
     pub received: Instant,
-    pub deadline: Option<Instant>,
     /// Whether the current child has been sent this request (false while it waits in the queue).
     pub sent: bool,
 }
 
 /// Client requests in flight, with an index of their deadlines and a count of those the child owes.
+///
+/// An entry is written for every request and read back for its response: it is kept small (the
+/// deadline is computed from the arrival and the table's timeout, not stored) so that it moves
+/// as a few vector stores rather than a call to `memcpy`.
 #[derive(Debug, Default)]
 pub struct ClientTable {
     map: IdMap<ClientRequest>,
+    /// `--request-timeout`: a request's deadline is its arrival plus this.
+    timeout: Option<Duration>,
     deadlines: BTreeMap<(Instant, u64), Id>,
     /// How many entries are sent and not open subscriptions (see [`Self::awaiting_child`]).
     awaiting: usize,
@@ -77,13 +84,36 @@ fn owed(req: &ClientRequest) -> bool {
 }
 
 impl ClientTable {
+    /// A table whose requests time out `timeout` after they arrive (`None`: never).
+    pub fn new(timeout: Option<Duration>) -> ClientTable {
+        ClientTable { timeout, ..ClientTable::default() }
+    }
+
+    fn deadline(&self, req: &ClientRequest) -> Option<Instant> {
+        self.timeout.map(|t| req.received + t)
+    }
+
+    /// Inserts a request, replacing any under the same id.
     pub fn insert(&mut self, id: Id, req: ClientRequest) {
-        if let Some(d) = req.deadline {
-            self.deadlines.insert((d, req.seq), id.clone());
-        }
-        self.awaiting += usize::from(owed(&req));
-        if let Some(old) = self.map.insert(id, req) {
-            self.forget(&old);
+        self.remove(&id);
+        // The id is free now: this cannot hand the request back.
+        let _ = self.try_insert(id, req);
+    }
+
+    /// Inserts a request under an id that is not in the table, else hands the request back. One
+    /// lookup: every client request takes this path.
+    pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<(), ClientRequest> {
+        let deadline = self.deadline(&req);
+        match self.map.entry(id) {
+            Entry::Occupied(_) => Err(req),
+            Entry::Vacant(slot) => {
+                if let Some(d) = deadline {
+                    self.deadlines.insert((d, req.seq), slot.key().clone());
+                }
+                self.awaiting += usize::from(owed(&req));
+                slot.insert(req);
+                Ok(())
+            }
         }
     }
 
@@ -94,7 +124,7 @@ impl ClientTable {
     }
 
     fn forget(&mut self, req: &ClientRequest) {
-        if let Some(d) = req.deadline {
+        if let Some(d) = self.deadline(req) {
             self.deadlines.remove(&(d, req.seq));
         }
         self.awaiting -= usize::from(owed(req));
@@ -241,23 +271,24 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn req(seq: u64, deadline: Option<Instant>, sent: bool) -> ClientRequest {
-        ClientRequest { method: "x".into(), line: None, seq, received: Instant::now(), deadline, sent }
+    fn req(seq: u64, received: Instant, sent: bool) -> ClientRequest {
+        ClientRequest { method: "x".into(), line: None, seq, received, sent }
     }
 
     #[test]
     fn counts_what_the_child_owes() {
-        let mut t = ClientTable::default();
+        let mut t = ClientTable::new(Some(Duration::from_secs(1)));
         let now = Instant::now();
-        t.insert(Id::string("a"), req(1, Some(now), false));
-        t.insert(Id::string("b"), req(2, None, true));
+        t.insert(Id::string("a"), req(1, now - Duration::from_secs(2), false));
+        t.insert(Id::string("b"), req(2, now, true));
         assert_eq!(t.awaiting_child(), 1);
         t.mark_sent(&Id::string("a"), 1);
         t.mark_sent(&Id::string("a"), 1);
         assert_eq!(t.awaiting_child(), 2);
         assert_eq!(t.take_expired(now).len(), 1);
         assert_eq!(t.awaiting_child(), 1);
-        t.insert(Id::string("b"), req(3, None, false));
+        t.insert(Id::string("b"), req(3, now, false));
+        assert_eq!(t.try_insert(Id::string("b"), req(4, now, true)).map_err(|r| r.seq), Err(4));
         assert_eq!(t.awaiting_child(), 0);
         t.remove(&Id::string("b"));
         assert_eq!((t.awaiting_child(), t.len()), (0, 0));
@@ -266,10 +297,10 @@ mod tests {
     #[test]
     fn deadlines_expire_in_order_and_follow_removal() {
         let now = Instant::now();
-        let mut t = ClientTable::default();
-        t.insert(Id::string("a"), req(1, Some(now + Duration::from_secs(2)), true));
-        t.insert(Id::string("b"), req(2, Some(now + Duration::from_secs(1)), true));
-        t.insert(Id::string("c"), req(3, None, true));
+        let mut t = ClientTable::new(Some(Duration::from_secs(1)));
+        t.insert(Id::string("a"), req(1, now + Duration::from_secs(1), true));
+        t.insert(Id::string("b"), req(2, now, true));
+        t.insert(Id::string("c"), req(3, now + Duration::from_secs(10), true));
         assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(1)));
         t.remove(&Id::string("b"));
         assert_eq!(t.next_deadline(), Some(now + Duration::from_secs(2)));
@@ -282,9 +313,9 @@ mod tests {
     #[test]
     fn take_sent_leaves_queued_requests_and_keeps_order() {
         let mut t = ClientTable::default();
-        t.insert(Id::Int(3), req(3, None, true));
-        t.insert(Id::Int(1), req(1, None, true));
-        t.insert(Id::Int(2), req(2, None, false));
+        t.insert(Id::Int(3), req(3, Instant::now(), true));
+        t.insert(Id::Int(1), req(1, Instant::now(), true));
+        t.insert(Id::Int(2), req(2, Instant::now(), false));
         let sent: Vec<u64> = t.take_sent().into_iter().map(|(_, r)| r.seq).collect();
         assert_eq!(sent, vec![1, 3]);
         assert_eq!(t.len(), 1);
@@ -293,7 +324,7 @@ mod tests {
     #[test]
     fn own_ids_avoid_client_ids() {
         let mut client = ClientTable::default();
-        client.insert(Id::string("mcpvisor-1"), req(1, None, true));
+        client.insert(Id::string("mcpvisor-1"), req(1, Instant::now(), true));
         let mut own = OwnIds::default();
         let id = own.issue(OwnPurpose::Replay, &client);
         assert_eq!(id, Id::string("mcpvisor-2"));
