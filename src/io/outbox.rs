@@ -3,10 +3,12 @@
 //! An [`Outbox`] accepts whole messages (without their newline) and never blocks. It is drained
 //! either by a writer task ([`Outbox::spawn`], for a pipe or socket: the server's stdin, the
 //! client's stdout) or, message by message, by an [`Inbox`] ([`Outbox::channel`], for a client
-//! that is not a byte stream: an in-process client, an HTTP session). The writer task drains it, coalescing small messages into one write and writing large ones straight from their
-//! buffers. Handing a message over is a push onto a shared queue under an uncontended lock (both
-//! sides run on the same thread); the writer task is woken only when the queue goes from empty to
-//! non-empty, so a burst of messages costs one wake-up and, usually, one write.
+//! that is not a byte stream: an in-process client, an HTTP session). For a writer task, small
+//! messages are copied together with their newlines as they are sent, under an uncontended lock
+//! (both sides run on the same thread), and large ones are queued to be written straight from
+//! their buffers: the task handles a burst as one chunk, not message by message. It is woken
+//! only when the queue goes from empty to non-empty, so a burst costs one wake-up and, usually,
+//! one write.
 //!
 //! The bytes not yet written are counted as they are written: above a high-water mark, or while a
 //! large message is waiting, the outbox reports itself congested, and the supervisor stops reading
@@ -36,17 +38,45 @@ const HIGH_WATER: usize = 64 * 1024;
 /// Messages smaller than this are copied into one buffer and written together.
 const COALESCE: usize = 64 * 1024;
 
+/// Something waiting to be written.
+enum Chunk {
+    /// Small messages, each followed by its newline, copied together as they were sent (a byte
+    /// stream's outbox only).
+    Lines(Vec<u8>),
+    /// One message, without its newline: a byte stream's large ones, and every message of an
+    /// inbox's outbox.
+    Whole(Bytes),
+}
+
 #[derive(Default)]
 struct Queue {
-    messages: VecDeque<Bytes>,
+    chunks: VecDeque<Chunk>,
+    /// A written `Lines` buffer handed back by the writer task, for the next one.
+    spare: Vec<u8>,
     /// Set when the [`Outbox`] is dropped: write what is left, then close.
     closed: bool,
     /// Set when a write failed (or the inbox was dropped): later messages are refused.
     failed: Option<(io::ErrorKind, String)>,
 }
 
+impl Queue {
+    /// Copies a small message and its newline onto the last `Lines` chunk, or a new one (each
+    /// stays about one write's worth).
+    fn append_line(&mut self, msg: &[u8]) {
+        if !matches!(self.chunks.back(), Some(Chunk::Lines(buf)) if buf.len() < COALESCE) {
+            self.chunks.push_back(Chunk::Lines(std::mem::take(&mut self.spare)));
+        }
+        if let Some(Chunk::Lines(buf)) = self.chunks.back_mut() {
+            buf.extend_from_slice(msg);
+            buf.push(b'\n');
+        }
+    }
+}
+
 struct Shared {
     queue: Mutex<Queue>,
+    /// Whether a writer task drains this outbox (small messages are then copied together).
+    stream: bool,
     /// Bytes queued and not yet written, newlines included.
     queued: AtomicUsize,
     /// Large messages queued and not yet completely written.
@@ -84,7 +114,7 @@ impl Shared {
         {
             let mut queue = self.lock();
             queue.failed = Some((e.kind(), e.to_string()));
-            queue.messages.clear();
+            queue.chunks.clear();
         }
         self.queued.store(0, Ordering::Relaxed);
         self.large.store(0, Ordering::Relaxed);
@@ -115,10 +145,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    fn new() -> Outbox {
+    fn new(stream: bool) -> Outbox {
         Outbox {
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
+                stream,
                 queued: AtomicUsize::new(0),
                 large: AtomicUsize::new(0),
                 work: Notify::new(),
@@ -134,14 +165,14 @@ impl Outbox {
     where
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(true);
         let task = tokio::spawn(write_loop(writer, outbox.shared.clone()));
         (outbox, task)
     }
 
     /// An outbox drained message by message through the returned [`Inbox`].
     pub fn channel() -> (Outbox, Inbox) {
-        let outbox = Outbox::new();
+        let outbox = Outbox::new(false);
         let inbox = Inbox { shared: outbox.shared.clone() };
         (outbox, inbox)
     }
@@ -153,11 +184,16 @@ impl Outbox {
             return false;
         }
         self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
-        if msg.len() >= COALESCE {
-            self.shared.large.fetch_add(1, Ordering::Relaxed);
+        let was_empty = queue.chunks.is_empty();
+        if self.shared.stream && msg.len() < COALESCE {
+            queue.append_line(&msg);
+        } else {
+            if msg.len() >= COALESCE {
+                self.shared.large.fetch_add(1, Ordering::Relaxed);
+            }
+            queue.chunks.push_back(Chunk::Whole(msg));
         }
-        queue.messages.push_back(msg);
-        if queue.messages.len() == 1 {
+        if was_empty {
             self.shared.work.notify_one();
         }
         true
@@ -202,10 +238,12 @@ impl Inbox {
         loop {
             let next = {
                 let mut queue = self.shared.lock();
-                queue.messages.pop_front().ok_or(queue.closed)
+                queue.chunks.pop_front().ok_or(queue.closed)
             };
             match next {
-                Ok(msg) => {
+                // An inbox's outbox never copies messages together.
+                Ok(Chunk::Lines(_)) => {}
+                Ok(Chunk::Whole(msg)) => {
                     self.shared.taken(&msg);
                     return Some(msg);
                 }
@@ -230,12 +268,15 @@ impl Drop for Outbox {
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>) {
-    let mut batch: VecDeque<Bytes> = VecDeque::new();
-    let mut stage: Vec<u8> = Vec::with_capacity(COALESCE * 2);
+    let mut batch: VecDeque<Chunk> = VecDeque::new();
+    let mut spare: Vec<u8> = Vec::new();
     loop {
         let closed = {
             let mut queue = shared.lock();
-            std::mem::swap(&mut batch, &mut queue.messages);
+            std::mem::swap(&mut batch, &mut queue.chunks);
+            if queue.spare.capacity() == 0 {
+                queue.spare = std::mem::take(&mut spare);
+            }
             queue.closed
         };
         if batch.is_empty() {
@@ -245,7 +286,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>) {
             shared.work.notified().await;
             continue;
         }
-        if let Err(e) = write_batch(&mut writer, &shared, &mut batch, &mut stage).await {
+        if let Err(e) = write_batch(&mut writer, &shared, &mut batch, &mut spare).await {
             tracing::debug!("an outbox's writer failed: {e}");
             batch.clear();
             shared.fail(&e);
@@ -255,48 +296,44 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>) {
     let _ = writer.shutdown().await;
 }
 
-/// Writes every message in `batch` (emptying it), each followed by a newline.
+/// Writes every chunk in `batch` (emptying it); a written `Lines` buffer of a usual size is kept
+/// in `spare` for reuse.
 async fn write_batch<W: AsyncWrite + Unpin>(
     writer: &mut W,
     shared: &Shared,
-    batch: &mut VecDeque<Bytes>,
-    stage: &mut Vec<u8>,
+    batch: &mut VecDeque<Chunk>,
+    spare: &mut Vec<u8>,
 ) -> io::Result<()> {
-    while let Some(msg) = batch.pop_front() {
-        if msg.len() < COALESCE {
-            stage.extend_from_slice(&msg);
-            stage.push(b'\n');
-            if stage.len() >= COALESCE {
-                flush_stage(writer, shared, stage).await?;
+    while let Some(chunk) = batch.pop_front() {
+        match chunk {
+            Chunk::Lines(mut lines) => {
+                writer.write_all(&lines).await?;
+                shared.written(lines.len());
+                lines.clear();
+                if lines.capacity() <= 2 * COALESCE {
+                    *spare = lines;
+                }
             }
-            continue;
-        }
-        flush_stage(writer, shared, stage).await?;
-        // Large messages go out from their own buffer, without a copy.
-        let mut rest = &msg[..];
-        while !rest.is_empty() {
-            let n = writer.write(rest).await?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+            Chunk::Whole(msg) => {
+                // Large messages go out from their own buffer, without a copy.
+                let mut rest = &msg[..];
+                while !rest.is_empty() {
+                    let n = writer.write(rest).await?;
+                    if n == 0 {
+                        return Err(io::ErrorKind::WriteZero.into());
+                    }
+                    rest = &rest[n..];
+                    shared.written(n);
+                }
+                writer.write_all(b"\n").await?;
+                shared.written(1);
+                if msg.len() >= COALESCE {
+                    shared.large_written();
+                }
             }
-            rest = &rest[n..];
-            shared.written(n);
         }
-        writer.write_all(b"\n").await?;
-        shared.queued.fetch_sub(1, Ordering::Relaxed);
-        shared.large_written();
     }
-    flush_stage(writer, shared, stage).await?;
     writer.flush().await
-}
-
-async fn flush_stage<W: AsyncWrite + Unpin>(writer: &mut W, shared: &Shared, stage: &mut Vec<u8>) -> io::Result<()> {
-    if !stage.is_empty() {
-        writer.write_all(stage).await?;
-        shared.written(stage.len());
-        stage.clear();
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -342,15 +379,26 @@ mod tests {
             assert!(outbox.send(Bytes::from(format!("m{i}"))));
         }
         outbox.send(Bytes::from(vec![b'x'; 100_000]));
+        // Small messages copied together after a large one still follow it, in runs of about
+        // one write each.
+        for i in 0..2000 {
+            assert!(outbox.send(Bytes::from(format!("after-{i}-{}", "y".repeat(100)))));
+        }
+        let counted = outbox.shared.clone();
         drop(outbox);
         let mut out = Vec::new();
         b.read_to_end(&mut out).await.expect("read");
         task.await.expect("task");
         let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
-        assert_eq!(lines.len(), 102);
+        assert_eq!(lines.len(), 2102);
         assert_eq!(lines[0], b"m0");
         assert_eq!(lines[99], b"m99");
         assert_eq!(lines[100].len(), 100_000);
+        assert!(lines[101].starts_with(b"after-0-"));
+        assert!(lines[2100].starts_with(b"after-1999-"));
+        assert_eq!(lines[2101], b"");
+        assert_eq!(counted.queued.load(Ordering::Relaxed), 0, "every byte was counted as written");
+        assert_eq!(counted.large.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
