@@ -49,6 +49,19 @@ pub(super) fn next_special<const STOP_NON_ASCII: bool>(bytes: &[u8], mut i: usiz
             return long_special::<STOP_NON_ASCII>(bytes, i);
         }
     }
+    // Under 16 bytes left (the last strings of every line): the line's last 16 bytes, those
+    // before `i` shifted out, instead of a word and then byte by byte.
+    #[cfg(target_arch = "x86_64")]
+    if let Some(from) = bytes.len().checked_sub(16) {
+        if let Some(block) = bytes.get(from..).and_then(|w| <&[u8; 16]>::try_from(w).ok()) {
+            let found = specials16::<STOP_NON_ASCII>(block).checked_shr((i - from) as u32).unwrap_or(0);
+            if found != 0 {
+                let at = i + found.trailing_zeros() as usize;
+                return (at, bytes[at]);
+            }
+            return (bytes.len(), 0);
+        }
+    }
     while let Some(&word) = bytes.get(i..i + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
         let word = u64::from_le_bytes(word);
         let found = specials::<STOP_NON_ASCII>(word);
