@@ -166,6 +166,12 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Field
     if next == b'}' {
         return Ok((fields, pos + 1));
     }
+    // Nearly every message starts so: its first member is read in one comparison.
+    const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
+    if bytes.get(pos..pos + 16).and_then(|w| <&[u8; 16]>::try_from(w).ok()) == Some(JSONRPC) {
+        fields.jsonrpc = bytes.get(pos + 10..pos + 15);
+        (pos, next) = values::skip_ws(bytes, pos + 16);
+    }
     loop {
         let key_start = pos;
         let field = match Field::compact_key(bytes.get(pos..).unwrap_or_default()) {

@@ -50,6 +50,19 @@ fn compact_and_spaced_keys_are_the_same_field() {
 }
 
 #[test]
+fn the_usual_first_member_is_read_like_any_other() {
+    for text in [r#"{"jsonrpc":"2.0","id":1}"#, r#"{"jsonrpc":"2.0", "id" : 1 }"#, r#"{ "jsonrpc" : "2.0" , "id":1}"#] {
+        let Ok(Top::Object(f)) = scan(text) else { panic!("{text}") };
+        assert_eq!((f.jsonrpc, f.id), (b(r#""2.0""#), b("1")), "{text}");
+    }
+    let Ok(Top::Object(f)) = scan(r#"{"jsonrpc":"2.0"}"#) else { panic!() };
+    assert_eq!(f.jsonrpc, b(r#""2.0""#));
+    assert!(scan(r#"{"jsonrpc":"2.0",}"#).is_err());
+    assert!(scan(r#"{"jsonrpc":"2.0","#).is_err());
+    assert_eq!(scan(r#"{"jsonrpc":"2.0","jsonrpc":"2.0"}"#).map(|_| ()).map_err(|e| e.what), Err("duplicate field"));
+}
+
+#[test]
 fn arrays_list_their_elements() {
     let items: Vec<&[u8]> = vec![b"1", br#"{"a":[]}"#, br#""x""#];
     assert_eq!(scan(r#"[1, {"a":[]} ,"x"]"#), Ok(Top::Array(items)));
