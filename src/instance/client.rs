@@ -109,7 +109,7 @@ impl<I: ClientInput> Instance<I> {
             method: method.clone(),
             line: resend.then(|| retained(&line)),
             seq: self.seq + 1,
-            received: self.now,
+            received: self.now_ticks(),
             sent: send_now,
         };
         let own = !self.own.is_empty() && self.own.contains(&id);

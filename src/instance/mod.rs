@@ -44,7 +44,7 @@ use crate::port::{ClientInput, ClientPort};
 use crate::process::{Child, ChildExit, Pipes, Scope, SharedTail, SpawnError};
 use crate::protocol::framing::{Frame, FramedReader};
 use crate::relay::batch::Batches;
-use crate::relay::inflight::{ClientTable, IdMap, IdSet, OwnIds, ServerRequest};
+use crate::relay::inflight::{ClientTable, Epoch, IdMap, IdSet, OwnIds, ServerRequest};
 use crate::relay::queue::Queue;
 use crate::relay::session::Session;
 pub use handle::{Call, CallError, Command, InstanceHandle, Reply};
@@ -170,6 +170,8 @@ pub struct Instance<I: ClientInput> {
     outcome: Option<Outcome>,
     /// When the event being handled arrived: one clock read per event, not one per message.
     now: Instant,
+    /// `now` in the in-flight table's ticks, once something in this event needed it.
+    now_ticks: Option<u64>,
     /// One timer for every deadline, re-armed only when the earliest deadline changes (a fresh
     /// timer per loop round would register and cancel a timer entry for every message).
     timer: Pin<Box<Sleep>>,
@@ -237,7 +239,7 @@ impl<I: ClientInput> Instance<I> {
             spares: Vec::new(),
             retiring: Vec::new(),
             session: Session::default(),
-            client_reqs: ClientTable::new(cfg.request_timeout),
+            client_reqs: ClientTable::new(cfg.request_timeout, Epoch::new(now)),
             server_reqs: IdMap::default(),
             orphaned_server_reqs: IdSet::default(),
             batches: Batches::default(),
@@ -249,6 +251,7 @@ impl<I: ClientInput> Instance<I> {
             metrics: Metrics::default(),
             outcome: None,
             now,
+            now_ticks: None,
             timer: Box::pin(sleep_until(now.into())),
             timer_at: None,
             cfg,
@@ -360,6 +363,7 @@ impl<I: ClientInput> Instance<I> {
 
     fn handle(&mut self, event: Event) {
         self.now = Instant::now();
+        self.now_ticks = None;
         match event {
             Event::Client(Ok(Some(frame))) => {
                 self.on_client_frame(frame);
@@ -408,6 +412,15 @@ impl<I: ClientInput> Instance<I> {
             }
             Event::Tick => self.on_tick(Instant::now()),
             Event::Wake => {}
+        }
+    }
+
+    /// The event's time in the in-flight table's ticks: read once per event and only if a request
+    /// arrives or is answered in it, so one-at-a-time traffic does not pay for it twice.
+    fn now_ticks(&mut self) -> u64 {
+        match self.now_ticks {
+            Some(ticks) => ticks,
+            None => *self.now_ticks.insert(self.client_reqs.epoch().ticks(self.now)),
         }
     }
 

@@ -84,7 +84,8 @@ impl<I: ClientInput> Instance<I> {
                 if !is_error {
                     self.session.on_child_result(id, &req.method, result);
                 }
-                self.metrics.latency.observe(self.now.saturating_duration_since(req.received));
+                let latency = self.now_ticks().saturating_sub(req.received);
+                self.metrics.latency.observe_nanos(latency);
                 self.answer(id, line);
             }
             None => {

@@ -13,12 +13,24 @@ use super::status::{State, Status};
 /// Upper bounds (seconds) of the latency buckets.
 const LATENCY_BUCKETS: [f64; 14] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
+/// The same bounds in nanoseconds: an observation (one per answered request) is an integer
+/// compared with integers.
+const LATENCY_BUCKETS_NS: [u64; 14] = {
+    let mut ns = [0; 14];
+    let mut i = 0;
+    while i < ns.len() {
+        ns[i] = (LATENCY_BUCKETS[i] * 1e9) as u64;
+        i += 1;
+    }
+    ns
+};
+
 #[derive(Debug, Clone, Default)]
 pub struct Histogram {
     /// Per bucket, not cumulative: an observation (one per answered request) increments one
     /// counter, and the exposition adds them up.
     counts: [u64; LATENCY_BUCKETS.len()],
-    sum: f64,
+    sum_ns: u64,
     count: u64,
 }
 
@@ -27,16 +39,19 @@ impl Histogram {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
-        self.sum += other.sum;
+        self.sum_ns = self.sum_ns.saturating_add(other.sum_ns);
         self.count += other.count;
     }
 
     pub fn observe(&mut self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+        self.observe_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    pub fn observe_nanos(&mut self, ns: u64) {
+        if let Some(i) = LATENCY_BUCKETS_NS.iter().position(|le| ns <= *le) {
             self.counts[i] += 1;
         }
-        self.sum += secs;
+        self.sum_ns = self.sum_ns.saturating_add(ns);
         self.count += 1;
     }
 }
@@ -198,7 +213,7 @@ pub fn render_many(items: &[(&Metrics, &Status)]) -> String {
             w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", &le.to_string())], cumulative);
         }
         w.sample("mcpvisor_request_duration_seconds_bucket", &[("le", "+Inf")], h.count);
-        w.sample("mcpvisor_request_duration_seconds_sum", &[], h.sum);
+        w.sample("mcpvisor_request_duration_seconds_sum", &[], h.sum_ns as f64 / 1e9);
         w.sample("mcpvisor_request_duration_seconds_count", &[], h.count);
     });
     family("mcpvisor_in_flight_requests", "gauge", "client requests waiting for the server", &|w, _, s| {
@@ -276,6 +291,7 @@ mod tests {
         let mut m = Metrics::default();
         m.latency.observe(Duration::from_millis(3));
         m.latency.observe(Duration::from_millis(300));
+        m.latency.observe_nanos(1_000_000); // on a bound: that bucket, as `le` says
         m.errors.insert("server_crashed", 2);
         let s = Status { name: "a\"b".into(), state: State::Ready, ..Status::default() };
         let text = render(&m, &s);
@@ -283,8 +299,11 @@ mod tests {
             assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
         }
         assert!(text.contains(r#"mcpvisor_state{name="a\"b",state="ready"} 1"#), "{text}");
-        assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.005"} 1"#), "{text}");
-        assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.5"} 2"#), "{text}");
+        assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.001"} 1"#), "{text}");
+        assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.005"} 2"#), "{text}");
+        assert!(text.contains(r#"mcpvisor_request_duration_seconds_bucket{name="a\"b",le="0.5"} 3"#), "{text}");
+        assert!(text.contains(r#"mcpvisor_request_duration_seconds_sum{name="a\"b"} 0.304"#), "{text}");
+        assert!(text.contains(r#"mcpvisor_request_duration_seconds_count{name="a\"b"} 3"#), "{text}");
         assert!(text.contains(r#"mcpvisor_request_errors_total{name="a\"b",reason="server_crashed"} 2"#));
     }
 
