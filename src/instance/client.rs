@@ -3,6 +3,8 @@
 //! server at once, queued behind a restart or `--max-inflight`, or answered by mcpvisor itself
 //! when it cannot be taken.
 
+use std::borrow::Borrow;
+
 use bytes::Bytes;
 use smol_str::SmolStr;
 
@@ -43,7 +45,7 @@ impl<I: ClientInput> Instance<I> {
 
     fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
         match env.kind {
-            Kind::Request { id, method } => self.take_client_request(id, method, env.params, line.clone()),
+            Kind::Request { id, method } => self.take_client_request(id, method, env.params, line),
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
             Kind::Response { id, .. } => self.on_client_response(&id, line),
             Kind::Invalid { id, reason } => {
@@ -75,7 +77,7 @@ impl<I: ClientInput> Instance<I> {
                         continue;
                     }
                     self.batches.expect(number, id.clone());
-                    self.take_client_request(id, method, env.params, member);
+                    self.take_client_request(id, method, env.params, &member);
                 }
                 Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
                 Kind::Response { id, .. } => self.on_client_response(&id, &member),
@@ -93,7 +95,7 @@ impl<I: ClientInput> Instance<I> {
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
     /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping,
     /// and the id is looked up once: its check and its entry are one table operation.
-    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<Json<'_>>, line: Bytes) {
+    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<Json<'_>>, line: &Bytes) {
         if let Some(refusal) = self.refusal() {
             if self.id_in_flight(&id) {
                 let error = self.duplicate_id_error(&id);
@@ -107,7 +109,7 @@ impl<I: ClientInput> Instance<I> {
         let resend = self.may_resend(&method);
         let request = ClientRequest {
             method: method.clone(),
-            line: resend.then(|| retained(&line)),
+            line: resend.then(|| retained(line)),
             seq: self.seq + 1,
             received: self.now_ticks(),
             sent: send_now,
@@ -128,7 +130,7 @@ impl<I: ClientInput> Instance<I> {
         if send_now {
             self.send_to_child(line);
         } else {
-            self.dispatch(Queued::request(line, id, self.seq));
+            self.dispatch(Queued::request(line.clone(), id, self.seq));
         }
     }
 
@@ -179,7 +181,7 @@ impl<I: ClientInput> Instance<I> {
 
     fn on_client_response(&mut self, id: &Id, line: &Bytes) {
         if self.server_reqs.remove(id).is_some() {
-            self.send_to_child(line.clone());
+            self.send_to_child(line);
         } else if self.orphaned_server_reqs.remove(id) {
             tracing::debug!(%id, "dropping the client's late answer to a request from a server process that is gone");
         } else {
@@ -253,7 +255,7 @@ impl<I: ClientInput> Instance<I> {
         inflight::always_resent(method) || (self.cfg.retry && inflight::is_safe_to_repeat(method))
     }
 
-    pub(super) fn send_to_child(&mut self, line: Bytes) {
+    pub(super) fn send_to_child(&mut self, line: impl Borrow<Bytes>) {
         if let Some(stdin) = &self.child_in {
             if stdin.send(line) {
                 self.metrics.messages_to_server += 1;
@@ -263,19 +265,19 @@ impl<I: ClientInput> Instance<I> {
 
     // ----- answers to the client ---------------------------------------------------------
 
-    pub(super) fn send_to_client(&mut self, line: Bytes) {
+    pub(super) fn send_to_client(&mut self, line: impl Borrow<Bytes>) {
         if self.client.output.send(line) {
             self.metrics.messages_to_client += 1;
         }
     }
 
     /// Sends the answer to a client request, or keeps it for the batch the request came in.
-    pub(super) fn answer(&mut self, id: &Id, line: Bytes) {
+    pub(super) fn answer(&mut self, id: &Id, line: impl Borrow<Bytes>) {
         if self.batches.is_empty() {
             self.send_to_client(line);
             return;
         }
-        match self.batches.answer(id, line) {
+        match self.batches.answer(id, line.borrow().clone()) {
             Routed::Alone(line) | Routed::Batch(line) => self.send_to_client(line),
             Routed::Held => {}
         }

@@ -39,13 +39,13 @@ impl<I: ClientInput> Instance<I> {
         };
         match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match env.kind {
-                Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, line.clone()),
+                Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, &line),
                 Kind::Request { id, method } => {
                     self.orphaned_server_reqs.remove(&id);
                     self.server_reqs.insert(id, ServerRequest { method });
-                    self.send_to_client(line.clone());
+                    self.send_to_client(&line);
                 }
-                Kind::Notification { .. } => self.send_to_client(line.clone()),
+                Kind::Notification { .. } => self.send_to_client(&line),
                 Kind::Invalid { id, .. } => self.divert(&line, id),
             },
             Ok(Message::Batch(items)) => {
@@ -64,7 +64,7 @@ impl<I: ClientInput> Instance<I> {
                         _ => {}
                     }
                 }
-                self.send_to_client(line.clone());
+                self.send_to_client(&line);
             }
             Err(_) => {
                 // A broken response must not leave its request hanging: if it names one, fail it.
@@ -74,7 +74,7 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
-    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<Json<'_>>, line: Bytes) {
+    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<Json<'_>>, line: &Bytes) {
         if let Some(purpose) = self.own.take(id) {
             self.on_own_response(purpose, is_error, result.map(Json::get));
             return;

@@ -19,6 +19,7 @@
 //! a child's stdin gets closed. A failed write (or a dropped [`Inbox`]) is reported once through
 //! [`Outbox::failed`], which is how an instance learns that its client is gone.
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -177,8 +178,11 @@ impl Outbox {
         (outbox, inbox)
     }
 
-    /// Queues one message; returns false if the writer is gone.
-    pub fn send(&self, msg: Bytes) -> bool {
+    /// Queues one message; returns false if the writer is gone. A message that is copied (a
+    /// small one, for a writer task) can be lent: the relay's hot path does not take a reference
+    /// to the line it read only to drop it here.
+    pub fn send(&self, msg: impl Borrow<Bytes>) -> bool {
+        let msg = msg.borrow();
         let mut queue = self.shared.lock();
         if queue.failed.is_some() {
             return false;
@@ -186,12 +190,12 @@ impl Outbox {
         self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
         let was_empty = queue.chunks.is_empty();
         if self.shared.stream && msg.len() < COALESCE {
-            queue.append_line(&msg);
+            queue.append_line(msg);
         } else {
             if msg.len() >= COALESCE {
                 self.shared.large.fetch_add(1, Ordering::Relaxed);
             }
-            queue.chunks.push_back(Chunk::Whole(msg));
+            queue.chunks.push_back(Chunk::Whole(msg.clone()));
         }
         if was_empty {
             self.shared.work.notify_one();
