@@ -51,9 +51,11 @@ enum Chunk {
 
 #[derive(Default)]
 struct Queue {
+    /// What is waiting, in order, before `lines`.
     chunks: VecDeque<Chunk>,
-    /// A written `Lines` buffer handed back by the writer task, for the next one.
-    spare: Vec<u8>,
+    /// Small messages sent since the last chunk, each followed by its newline (a byte stream's
+    /// outbox only): the last thing to write. A message is appended here directly.
+    lines: Vec<u8>,
     /// Set when the [`Outbox`] is dropped: write what is left, then close.
     closed: bool,
     /// Set when a write failed (or the inbox was dropped): later messages are refused.
@@ -61,16 +63,25 @@ struct Queue {
 }
 
 impl Queue {
-    /// Copies a small message and its newline onto the last `Lines` chunk, or a new one (each
-    /// stays about one write's worth).
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.lines.is_empty()
+    }
+
+    /// Copies a small message and its newline after the others. (Their size stays bounded: past
+    /// [`HIGH_WATER`] the supervisor stops reading what feeds the outbox.)
     fn append_line(&mut self, msg: &[u8]) {
-        if !matches!(self.chunks.back(), Some(Chunk::Lines(buf)) if buf.len() < COALESCE) {
-            self.chunks.push_back(Chunk::Lines(std::mem::take(&mut self.spare)));
+        self.lines.reserve(msg.len() + 1);
+        self.lines.extend_from_slice(msg);
+        self.lines.push(b'\n');
+    }
+
+    /// Queues a message to be written as it is, after the lines before it.
+    fn push_whole(&mut self, msg: Bytes) {
+        if !self.lines.is_empty() {
+            let lines = std::mem::take(&mut self.lines);
+            self.chunks.push_back(Chunk::Lines(lines));
         }
-        if let Some(Chunk::Lines(buf)) = self.chunks.back_mut() {
-            buf.extend_from_slice(msg);
-            buf.push(b'\n');
-        }
+        self.chunks.push_back(Chunk::Whole(msg));
     }
 }
 
@@ -116,6 +127,7 @@ impl Shared {
             let mut queue = self.lock();
             queue.failed = Some((e.kind(), e.to_string()));
             queue.chunks.clear();
+            queue.lines.clear();
         }
         self.queued.store(0, Ordering::Relaxed);
         self.large.store(0, Ordering::Relaxed);
@@ -188,14 +200,14 @@ impl Outbox {
             return false;
         }
         self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
-        let was_empty = queue.chunks.is_empty();
+        let was_empty = queue.is_empty();
         if self.shared.stream && msg.len() < COALESCE {
             queue.append_line(msg);
         } else {
             if msg.len() >= COALESCE {
                 self.shared.large.fetch_add(1, Ordering::Relaxed);
             }
-            queue.chunks.push_back(Chunk::Whole(msg.clone()));
+            queue.push_whole(msg.clone());
         }
         if was_empty {
             self.shared.work.notify_one();
@@ -273,13 +285,15 @@ impl Drop for Outbox {
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, shared: Arc<Shared>) {
     let mut batch: VecDeque<Chunk> = VecDeque::new();
+    // A written lines buffer, cleared, given back to the queue for the next lines.
     let mut spare: Vec<u8> = Vec::new();
     loop {
         let closed = {
             let mut queue = shared.lock();
             std::mem::swap(&mut batch, &mut queue.chunks);
-            if queue.spare.capacity() == 0 {
-                queue.spare = std::mem::take(&mut spare);
+            if !queue.lines.is_empty() {
+                let lines = std::mem::replace(&mut queue.lines, std::mem::take(&mut spare));
+                batch.push_back(Chunk::Lines(lines));
             }
             queue.closed
         };
@@ -383,8 +397,7 @@ mod tests {
             assert!(outbox.send(Bytes::from(format!("m{i}"))));
         }
         outbox.send(Bytes::from(vec![b'x'; 100_000]));
-        // Small messages copied together after a large one still follow it, in runs of about
-        // one write each.
+        // Small messages copied together after a large one still follow it.
         for i in 0..2000 {
             assert!(outbox.send(Bytes::from(format!("after-{i}-{}", "y".repeat(100)))));
         }
