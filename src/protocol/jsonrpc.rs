@@ -17,7 +17,7 @@ use smol_str::SmolStr;
 use super::id::json_string;
 pub use super::id::Id;
 
-use crate::protocol::json_scan::{self, Fields, ScanError, Top};
+use crate::protocol::json_scan::{self, Fields, ScanError, Shape};
 
 /// Standard JSON-RPC error codes used by mcpvisor.
 pub const PARSE_ERROR: i64 = -32700;
@@ -151,25 +151,26 @@ pub enum NotJson {
 
 /// Classifies one line. Fails only when the line is not UTF-8 JSON.
 pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
-    let top = match json_scan::scan(line) {
-        Ok(top) => top,
+    let mut fields = Fields::default();
+    let shape = match json_scan::scan_into(line, &mut fields) {
+        Ok(shape) => shape,
         Err(e) if e.what == json_scan::INVALID_UTF8 => {
             return Err(std::str::from_utf8(line).err().map_or(NotJson::Json(e), NotJson::Utf8))
         }
         Err(e) => return Err(NotJson::Json(e)),
     };
-    Ok(match top {
-        Top::Object(fields) => Message::Single(classify(fields)),
-        Top::Array(items) => Message::Batch(
+    Ok(match shape {
+        Shape::Object => Message::Single(classify(&fields)),
+        Shape::Array(items) => Message::Batch(
             items
                 .into_iter()
                 .map(|text| match json_scan::object_fields(text) {
-                    Some(fields) => Envelope { raw: Json(text), ..classify(fields) },
+                    Some(fields) => Envelope { raw: Json(text), ..classify(&fields) },
                     None => invalid(None, "batch member is not a JSON object"),
                 })
                 .collect(),
         ),
-        Top::Scalar => Message::Single(invalid(None, "not a JSON object")),
+        Shape::Scalar => Message::Single(invalid(None, "not a JSON object")),
     })
 }
 
@@ -177,7 +178,7 @@ fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
     Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: Json(b""), id_text: None }
 }
 
-fn classify(raw: Fields<'_>) -> Envelope<'_> {
+fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     let id = raw.id.and_then(Id::from_json_bytes);
     if raw.jsonrpc != Some(b"\"2.0\"") {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");

@@ -121,9 +121,28 @@ pub enum Top<'a> {
     Scalar,
 }
 
+/// [`Top`] without the object's fields, which [`scan_into`] writes where the caller keeps them
+/// (the fields are most of a message's envelope: returning them would copy them twice more).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape<'a> {
+    Object,
+    Array(Vec<&'a [u8]>),
+    Scalar,
+}
+
 /// Validates `text` as one JSON value (in UTF-8) and reports what it is.
 pub fn scan(text: &[u8]) -> Result<Top<'_>, ScanError> {
-    top(text).map_err(|(what, at)| ScanError { what, at })
+    let mut fields = Fields::default();
+    Ok(match scan_into(text, &mut fields)? {
+        Shape::Object => Top::Object(fields),
+        Shape::Array(items) => Top::Array(items),
+        Shape::Scalar => Top::Scalar,
+    })
+}
+
+/// [`scan`], with an object's fields written to `fields` (which must start empty).
+pub fn scan_into<'a>(text: &'a [u8], fields: &mut Fields<'a>) -> Result<Shape<'a>, ScanError> {
+    top(text, fields).map_err(|(what, at)| ScanError { what, at })
 }
 
 /// The fields of `text` if it is an object (`text` must already be known to be valid JSON, as an
@@ -134,37 +153,38 @@ pub fn object_fields(text: &[u8]) -> Option<Fields<'_>> {
         return None;
     }
     let mut stack = Stack::default();
-    top_object(text, pos, &mut stack).ok().map(|(fields, _)| fields)
+    let mut fields = Fields::default();
+    top_object(text, pos, &mut stack, &mut fields).ok().map(|_| fields)
 }
 
-fn top(bytes: &[u8]) -> Scan<Top<'_>> {
+fn top<'a>(bytes: &'a [u8], fields: &mut Fields<'a>) -> Scan<Shape<'a>> {
     let mut stack = Stack::default();
     let (pos, first) = values::skip_ws(bytes, 0);
-    let (top, end) = match first {
-        b'{' => {
-            let (fields, end) = top_object(bytes, pos, &mut stack)?;
-            (Top::Object(fields), end)
-        }
+    let (shape, end) = match first {
+        b'{' => (Shape::Object, top_object(bytes, pos, &mut stack, fields)?),
         b'[' => {
             let (items, end) = top_array(bytes, pos, &mut stack)?;
-            (Top::Array(items), end)
+            (Shape::Array(items), end)
         }
-        _ => (Top::Scalar, values::value_end(bytes, pos, &mut stack, 0)?),
+        _ => (Shape::Scalar, values::value_end(bytes, pos, &mut stack, 0)?),
     };
+    // A line usually ends with its value.
+    if end == bytes.len() {
+        return Ok(shape);
+    }
     match values::skip_ws(bytes, end) {
         (at, _) if at < bytes.len() => Err(("trailing characters", at)),
-        _ => Ok(top),
+        _ => Ok(shape),
     }
 }
 
 /// The top-level object from its `{` at `pos`, recording the interesting fields, and where it
 /// ends. Duplicates of those are refused, as serde_json refuses them for a struct.
-fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Fields<'a>, usize)> {
-    let mut fields = Fields::default();
+fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut Fields<'a>) -> Scan {
     stack.push(0, true); // counts towards the depth limit; values below start from here
     let (mut pos, mut next) = values::skip_ws(bytes, pos + 1);
     if next == b'}' {
-        return Ok((fields, pos + 1));
+        return Ok(pos + 1);
     }
     // Nearly every message starts so: its first member is read in one comparison.
     const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
@@ -202,7 +222,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Field
         (pos, next) = values::skip_ws(bytes, pos);
         match next {
             b',' => (pos, next) = values::skip_ws(bytes, pos + 1),
-            b'}' => return Ok((fields, pos + 1)),
+            b'}' => return Ok(pos + 1),
             _ => return Err(("expected `,` or `}`", pos)),
         }
     }
