@@ -107,24 +107,26 @@ impl<I: ClientInput> Instance<I> {
         }
         let send_now = self.can_send_now();
         let resend = self.may_resend(&method);
+        let initialize = method == "initialize";
         let request = ClientRequest {
-            method: method.clone(),
+            method,
             line: resend.then(|| retained(line)),
             seq: self.seq + 1,
             received: self.now_ticks(),
             sent: send_now,
         };
-        let own = !self.own.is_empty() && self.own.contains(&id);
-        if own || self.client_reqs.try_insert(id.clone(), request).is_err() {
+        let own_id = !self.own.is_empty() && self.own.contains(&id);
+        let inserted = if own_id { None } else { self.client_reqs.try_insert(id.clone(), request).ok() };
+        let Some(request) = inserted else {
             let error = self.duplicate_id_error(&id);
             self.send_to_client(error);
             return;
-        }
-        if method == "initialize" && !self.spares.is_empty() {
+        };
+        self.session.on_client_request(&id, &request.method, params);
+        if initialize && !self.spares.is_empty() {
             // The client starts its session over: spares warmed for the old one cannot serve it.
             self.stop_spares(false);
         }
-        self.session.on_client_request(&id, &method, params);
         self.metrics.requests += 1;
         self.seq += 1;
         if send_now {

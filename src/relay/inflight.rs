@@ -135,9 +135,9 @@ impl ClientTable {
         let _ = self.try_insert(id, req);
     }
 
-    /// Inserts a request under an id that is not in the table, else hands the request back. One
-    /// lookup: every client request takes this path.
-    pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<(), ClientRequest> {
+    /// Inserts a request under an id that is not in the table and returns it, else hands the
+    /// request back. One lookup: every client request takes this path.
+    pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<&ClientRequest, ClientRequest> {
         let deadline = self.deadline(&req);
         match self.map.entry(id) {
             Entry::Occupied(_) => Err(req),
@@ -146,8 +146,7 @@ impl ClientTable {
                     self.deadlines.insert((d, req.seq), slot.key().clone());
                 }
                 self.awaiting += usize::from(owed(&req));
-                slot.insert(req);
-                Ok(())
+                Ok(slot.insert(req))
             }
         }
     }
@@ -324,7 +323,7 @@ mod tests {
         assert_eq!(t.take_expired(epoch + Duration::from_secs(2)).len(), 1);
         assert_eq!(t.awaiting_child(), 1);
         t.insert(Id::string("b"), req(3, 1500, false));
-        assert_eq!(t.try_insert(Id::string("b"), req(4, 1500, true)).map_err(|r| r.seq), Err(4));
+        assert_eq!(t.try_insert(Id::string("b"), req(4, 1500, true)).map(|r| r.seq).map_err(|r| r.seq), Err(4));
         assert_eq!(t.awaiting_child(), 0);
         t.remove(&Id::string("b"));
         assert_eq!((t.awaiting_child(), t.len()), (0, 0));
