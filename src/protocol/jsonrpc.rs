@@ -179,7 +179,10 @@ fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
 }
 
 fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
-    let id = raw.id.and_then(Id::from_json_bytes);
+    let id = match raw.id_int {
+        Some(n) => Some(Id::Int(n)),
+        None => raw.id.and_then(Id::from_json_bytes),
+    };
     if raw.jsonrpc != Some(b"\"2.0\"") {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");
     }
@@ -386,6 +389,35 @@ mod tests {
         assert!(matches!(single("42"), Kind::Invalid { .. }));
         assert!(parse(b"hello").is_err());
         assert!(parse(b"{\"a\":\"\xff\"}").is_err());
+    }
+
+    #[test]
+    fn ids_read_during_the_scan_are_the_ids_read_from_their_text() {
+        let mut texts: Vec<String> =
+            ["0", "-0", "-7", "1.5", "1e3", "12E1", "10.0e2", r#""7""#].iter().map(|t| t.to_string()).collect();
+        for digits in 1..=20 {
+            texts.push("9".repeat(digits));
+            texts.push(format!("1{}", "0".repeat(digits - 1)));
+            texts.push(format!("{}.5", "3".repeat(digits)));
+            texts.push(format!("{}e2", "4".repeat(digits)));
+        }
+        for text in texts {
+            for line in [
+                format!(r#"{{"jsonrpc":"2.0","id":{text},"result":{{}}}}"#),
+                format!(r#"{{"result":1,"id": {text} ,"jsonrpc":"2.0"}}"#),
+                format!(r#"[{{"jsonrpc":"2.0","id":{text},"method":"m"}}]"#),
+            ] {
+                let expected = Id::from_json(&text).expect("an id");
+                let kind = match parse(line.as_bytes()).expect("json") {
+                    Message::Single(env) => env.kind,
+                    Message::Batch(mut items) => items.remove(0).kind,
+                };
+                match kind {
+                    Kind::Response { id, .. } | Kind::Request { id, .. } => assert_eq!(id, expected, "{line}"),
+                    other => panic!("{line}: {other:?}"),
+                }
+            }
+        }
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub struct Fields<'a> {
     pub params: Option<&'a [u8]>,
     pub result: Option<&'a [u8]>,
     pub error: Option<&'a [u8]>,
+    /// The id's value when it is a positive integer of at most 18 digits (nearly every id), read
+    /// as its digits are scanned rather than again afterwards.
+    pub id_int: Option<i64>,
 }
 
 /// One of the [`Fields`].
@@ -86,13 +89,15 @@ impl Field {
         const ID: u64 = word(b"\"id\":\0\0\0");
         let head = u64::from_le_bytes(*text.first_chunk::<8>()?);
         let colon_at_8 = text.get(8) == Some(&b':');
+        // In the order keys usually come, `jsonrpc` last: it is usually read with the message's
+        // first bytes (see `top_object`).
         Some(match head {
-            h if h == word(b"\"jsonrpc") && text.get(8..10) == Some(b"\":") => (Field::Jsonrpc, 10),
             h if h & 0xff_ffff_ffff == ID => (Field::Id, 5),
             h if h == word(b"\"method\"") && colon_at_8 => (Field::Method, 9),
             h if h == word(b"\"params\"") && colon_at_8 => (Field::Params, 9),
             h if h == word(b"\"result\"") && colon_at_8 => (Field::Result, 9),
             h if h == word(b"\"error\":") => (Field::Error, 8),
+            h if h == word(b"\"jsonrpc") && text.get(8..10) == Some(b"\":") => (Field::Jsonrpc, 10),
             _ => return None,
         })
     }
@@ -209,6 +214,11 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
         let (start, first) = values::skip_ws(bytes, pos);
         pos = match first {
             b'"' => values::string_end(bytes, start)?,
+            b'1'..=b'9' if matches!(field, Some(Field::Id)) => {
+                let (end, value) = values::integer_end(bytes, start)?;
+                fields.id_int = value;
+                end
+            }
             b'-' | b'0'..=b'9' => values::number_end(bytes, start)?,
             _ => values::value_end(bytes, start, stack, 1)?,
         };

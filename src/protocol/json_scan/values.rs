@@ -212,6 +212,25 @@ pub(super) fn number_end(bytes: &[u8], pos: usize) -> Scan {
     Ok(i)
 }
 
+/// A number whose first digit (1 to 9) is at `pos`, and its value if it is an integer of at most
+/// 18 digits, read in the same pass (ids are such numbers: reading their digits again to make
+/// the id cost as much as scanning them).
+pub(super) fn integer_end(bytes: &[u8], pos: usize) -> Scan<(usize, Option<i64>)> {
+    let mut value: i64 = 0;
+    let mut i = pos;
+    while let Some(&d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
+        if i - pos == 18 {
+            return number_end(bytes, pos).map(|end| (end, None));
+        }
+        value = value * 10 + i64::from(d - b'0');
+        i += 1;
+    }
+    match bytes.get(i) {
+        Some(b'.' | b'e' | b'E') => number_end(bytes, pos).map(|end| (end, None)),
+        _ => Ok((i, Some(value))),
+    }
+}
+
 /// One or more digits from `i`.
 fn digits(bytes: &[u8], i: usize) -> Scan {
     match digits_end(bytes, i) {
