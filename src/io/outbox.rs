@@ -257,8 +257,10 @@ impl Inbox {
                 queue.chunks.pop_front().ok_or(queue.closed)
             };
             match next {
-                // An inbox's outbox never copies messages together.
-                Ok(Chunk::Lines(_)) => {}
+                // Unreachable: an inbox's outbox never copies messages together.
+                Ok(Chunk::Lines(lines)) => {
+                    tracing::error!(bytes = lines.len(), "an inbox's queue held copied lines; they were dropped")
+                }
                 Ok(Chunk::Whole(msg)) => {
                     self.shared.taken(&msg);
                     return Some(msg);
