@@ -14,7 +14,8 @@ use crate::protocol::errors::OwnError;
 use crate::protocol::framing::Frame;
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message, Params};
 use crate::relay::batch::Routed;
-use crate::relay::inflight::{self, ClientRequest};
+use crate::relay::inflight::ClientRequest;
+use crate::relay::method::MethodClass;
 use crate::relay::queue::Queued;
 
 impl<I: ClientInput> Instance<I> {
@@ -106,24 +107,23 @@ impl<I: ClientInput> Instance<I> {
             return;
         }
         let send_now = self.can_send_now();
-        let resend = self.may_resend(&method);
-        let initialize = method == "initialize";
+        let class = MethodClass::of(&method);
         let request = ClientRequest {
             method,
-            line: resend.then(|| retained(line)),
+            class,
+            line: self.may_resend(class).then(|| retained(line)),
             seq: self.seq + 1,
             received: self.now_ticks(),
             sent: send_now,
         };
         let own_id = !self.own.is_empty() && self.own.contains(&id);
-        let inserted = if own_id { None } else { self.client_reqs.try_insert(id.clone(), request).ok() };
-        let Some(request) = inserted else {
+        if own_id || self.client_reqs.try_insert(id.clone(), request).is_err() {
             let error = self.duplicate_id_error(&id);
             self.send_to_client(error);
             return;
-        };
-        self.session.on_client_request(&id, &request.method, params);
-        if initialize && !self.spares.is_empty() {
+        }
+        self.session.on_client_request(&id, class, params);
+        if class == MethodClass::Initialize && !self.spares.is_empty() {
             // The client starts its session over: spares warmed for the old one cannot serve it.
             self.stop_spares(false);
         }
@@ -253,8 +253,8 @@ impl<I: ClientInput> Instance<I> {
 
     /// Whether a request with this method is re-sent to a new server if the current one dies
     /// with it. Only those keep their line while in flight.
-    pub(super) fn may_resend(&self, method: &str) -> bool {
-        inflight::always_resent(method) || (self.cfg.retry && inflight::is_safe_to_repeat(method))
+    pub(super) fn may_resend(&self, class: MethodClass) -> bool {
+        class.always_resent() || (self.cfg.retry && class.is_safe_to_repeat())
     }
 
     pub(super) fn send_to_child(&mut self, line: impl Borrow<Bytes>) {

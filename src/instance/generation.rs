@@ -22,7 +22,8 @@ use crate::process::child::SpawnArgs;
 use crate::process::{Child, ChildExit, ExitInfo, Pipes, SpawnError};
 use crate::protocol::errors::{CrashReport, LimitReport, OwnError};
 use crate::protocol::jsonrpc;
-use crate::relay::inflight::{self, ClientRequest, OwnPurpose};
+use crate::relay::inflight::{ClientRequest, OwnPurpose};
+use crate::relay::method::MethodClass;
 use crate::relay::queue::Queued;
 
 /// How many stderr lines go into error `data`.
@@ -264,7 +265,7 @@ impl<I: ClientInput> Instance<I> {
         // The same error for every request the server took down with it.
         let mut error: Option<OwnError> = None;
         for (id, req) in self.client_reqs.take_sent() {
-            match (&req.line, self.may_resend(&req.method)) {
+            match (&req.line, self.may_resend(req.class)) {
                 (Some(line), true) => {
                     tracing::info!(%id, method = &*req.method, "request will be re-sent to the new server");
                     requeue.push(Queued::request(line.clone(), id.clone(), req.seq));
@@ -325,7 +326,7 @@ impl<I: ClientInput> Instance<I> {
     pub(super) fn settle_for_exit(&mut self, error: &OwnError) {
         self.queue.take_all();
         for (id, req) in self.client_reqs.take_all() {
-            if &*req.method == inflight::LISTEN && self.client.eof {
+            if req.class == MethodClass::Listen && self.client.eof {
                 continue;
             }
             self.reply_error(Some(&id), error);

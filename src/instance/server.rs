@@ -82,7 +82,7 @@ impl<I: ClientInput> Instance<I> {
         match self.client_reqs.remove(id) {
             Some(req) => {
                 if !is_error {
-                    self.session.on_child_result(id, &req.method, result);
+                    self.session.on_child_result(id, req.class, result);
                 }
                 let latency = self.now_ticks().saturating_sub(req.received);
                 self.metrics.latency.observe_nanos(latency);

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smol_str::SmolStr;
 
+use super::method::MethodClass;
 use crate::protocol::jsonrpc::Id;
 
 /// A map keyed by request id. Every message does a lookup, and SipHash was a visible share of the
@@ -19,39 +20,12 @@ use crate::protocol::jsonrpc::Id;
 pub type IdMap<V> = HashMap<Id, V, foldhash::fast::RandomState>;
 pub type IdSet = HashSet<Id, foldhash::fast::RandomState>;
 
-/// Whether a method only reads state, so its request can be sent to a new child after a crash.
-pub fn is_safe_to_repeat(method: &str) -> bool {
-    // A match compiles to a switch on the length and a comparison or two: this runs for every
-    // request.
-    matches!(
-        method,
-        "ping"
-            | "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "prompts/get"
-            | "completion/complete"
-            | "server/discover"
-    )
-}
-
-/// The stateless era's long-lived stream request: re-sent after a crash, never failed, and not
-/// waited for when draining (it only ends when the subscription does).
-pub const LISTEN: &str = "subscriptions/listen";
-
-/// Requests re-sent to a new child whatever `--no-retry` says: an open subscription (the stream
-/// must go on) and an unanswered `initialize` (the handshake never finished, and the new child
-/// needs it before anything else).
-pub fn always_resent(method: &str) -> bool {
-    method == LISTEN || method == "initialize"
-}
-
 /// A client request mcpvisor has accepted and not yet answered.
 #[derive(Debug, Clone)]
 pub struct ClientRequest {
     pub method: SmolStr,
+    /// What the bookkeeping needs to know about the method, told once.
+    pub class: MethodClass,
     /// The request line, kept (a cheap shared reference) so it can be re-sent to a new child.
     /// `None` for members of a batch, which are never re-sent on their own.
     pub line: Option<Bytes>,
@@ -109,7 +83,7 @@ pub struct ClientTable {
 
 /// Whether a request counts as one the child is working on.
 fn owed(req: &ClientRequest) -> bool {
-    req.sent && &*req.method != LISTEN
+    req.sent && req.class != MethodClass::Listen
 }
 
 impl ClientTable {
@@ -307,7 +281,14 @@ mod tests {
     use std::time::Duration;
 
     fn req(seq: u64, received_ms: u64, sent: bool) -> ClientRequest {
-        ClientRequest { method: "x".into(), line: None, seq, received: received_ms * 1_000_000, sent }
+        ClientRequest {
+            method: "x".into(),
+            class: MethodClass::Other,
+            line: None,
+            seq,
+            received: received_ms * 1_000_000,
+            sent,
+        }
     }
 
     #[test]

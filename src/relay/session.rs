@@ -16,6 +16,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use super::method::MethodClass;
 use crate::protocol::jsonrpc::{self, Id, Json, Params};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,24 +137,24 @@ impl Session {
         self.era == Era::Handshake && self.init_result.is_some() && self.initialize.is_some()
     }
 
-    pub fn on_client_request(&mut self, id: &Id, method: &str, params: Option<Json<'_>>) {
+    pub fn on_client_request(&mut self, id: &Id, method: MethodClass, params: Option<Json<'_>>) {
         let text = || params.map(Json::get);
         match method {
-            "initialize" => {
+            MethodClass::Initialize => {
                 self.era = Era::Handshake;
                 self.initialize = Some((id.clone(), text().map(str::to_owned)));
                 self.init_result = None;
                 self.initialized = false;
             }
-            "logging/setLevel" => self.log_level = text().map(str::to_owned),
-            "resources/subscribe" => {
+            MethodClass::SetLevel => self.log_level = text().map(str::to_owned),
+            MethodClass::Subscribe => {
                 if let Some(uri) = Params::read(text()).uri {
                     let uri = uri.into_owned();
                     self.subscriptions.retain(|(u, _)| *u != uri);
                     self.subscriptions.push((uri, text().map(str::to_owned)));
                 }
             }
-            "resources/unsubscribe" => {
+            MethodClass::Unsubscribe => {
                 if let Some(uri) = Params::read(text()).uri {
                     self.subscriptions.retain(|(u, _)| *u != *uri);
                 }
@@ -176,7 +177,7 @@ impl Session {
                 if let Some(meta) = read_meta(text()) {
                     self.stateless = Some(meta);
                     self.has_unread = false;
-                    if method != "server/discover" {
+                    if method != MethodClass::Discover {
                         self.era = Era::Stateless;
                     }
                 }
@@ -191,13 +192,13 @@ impl Session {
     }
 
     /// Records the child's successful answer to a client request.
-    pub fn on_child_result(&mut self, id: &Id, method: &str, result: Option<Json<'_>>) {
+    pub fn on_child_result(&mut self, id: &Id, method: MethodClass, result: Option<Json<'_>>) {
         let text = || result.map(Json::get);
         match method {
-            "initialize" if self.initialize.as_ref().is_some_and(|(i, _)| i == id) => {
+            MethodClass::Initialize if self.initialize.as_ref().is_some_and(|(i, _)| i == id) => {
                 self.init_result = text().map(str::to_owned);
             }
-            "server/discover" => {
+            MethodClass::Discover => {
                 self.discover_result = text().map(str::to_owned);
                 if self.era == Era::Unknown {
                     self.era = Era::Stateless;
@@ -355,20 +356,20 @@ mod tests {
     fn handshake_session_replays_initialize_then_state() {
         let mut s = Session::default();
         let id = Id::Int(1);
-        s.on_client_request(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
+        s.on_client_request(&id, MethodClass::of("initialize"), Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
         assert_eq!(s.era(), Era::Handshake);
         assert!(!s.established());
         s.on_child_result(
             &id,
-            "initialize",
+            MethodClass::of("initialize"),
             Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{"tools":{"listChanged":true},"prompts":{}}}"#)),
         );
         s.on_client_notification("notifications/initialized");
         assert!(s.established());
-        s.on_client_request(&Id::Int(2), "logging/setLevel", Some(raw(r#"{"level":"debug"}"#)));
-        s.on_client_request(&Id::Int(3), "resources/subscribe", Some(raw(r#"{"uri":"a://1"}"#)));
-        s.on_client_request(&Id::Int(4), "resources/subscribe", Some(raw(r#"{"uri":"a://2"}"#)));
-        s.on_client_request(&Id::Int(5), "resources/unsubscribe", Some(raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Int(2), MethodClass::of("logging/setLevel"), Some(raw(r#"{"level":"debug"}"#)));
+        s.on_client_request(&Id::Int(3), MethodClass::of("resources/subscribe"), Some(raw(r#"{"uri":"a://1"}"#)));
+        s.on_client_request(&Id::Int(4), MethodClass::of("resources/subscribe"), Some(raw(r#"{"uri":"a://2"}"#)));
+        s.on_client_request(&Id::Int(5), MethodClass::of("resources/unsubscribe"), Some(raw(r#"{"uri":"a://1"}"#)));
 
         let init = s.replay_initialize(&Id::string("mcpvisor-9")).expect("replay");
         assert_eq!(
@@ -394,13 +395,13 @@ mod tests {
     fn discover_probe_does_not_lock_the_era_but_a_stateless_call_does() {
         let meta = r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}"#;
         let mut s = Session::default();
-        s.on_client_request(&Id::Int(1), "server/discover", Some(raw(meta)));
+        s.on_client_request(&Id::Int(1), MethodClass::of("server/discover"), Some(raw(meta)));
         assert_eq!(s.era(), Era::Unknown);
-        s.on_client_request(&Id::Int(2), "initialize", Some(raw("{}")));
+        s.on_client_request(&Id::Int(2), MethodClass::of("initialize"), Some(raw("{}")));
         assert_eq!(s.era(), Era::Handshake);
 
         let mut s = Session::default();
-        s.on_client_request(&Id::Int(1), "tools/list", Some(raw(meta)));
+        s.on_client_request(&Id::Int(1), MethodClass::of("tools/list"), Some(raw(meta)));
         assert_eq!(s.era(), Era::Stateless);
         assert!(s.established());
         let probe = s.probe(&Id::string("mcpvisor-1")).expect("probe");
@@ -419,18 +420,18 @@ mod tests {
         };
         let probe = |s: &Session| String::from_utf8(s.probe(&Id::string("p")).expect("probe").to_vec()).unwrap();
         let mut s = Session::default();
-        s.on_client_request(&Id::Int(1), "tools/list", Some(raw(&meta("2026-07-28", "first"))));
+        s.on_client_request(&Id::Int(1), MethodClass::of("tools/list"), Some(raw(&meta("2026-07-28", "first"))));
         assert!(probe(&s).contains("first"));
-        s.on_client_request(&Id::Int(2), "tools/call", Some(raw(&meta("2026-07-28", "second"))));
+        s.on_client_request(&Id::Int(2), MethodClass::of("tools/call"), Some(raw(&meta("2026-07-28", "second"))));
         assert!(probe(&s).contains("second"));
         assert_eq!(s.protocol_version().as_deref(), Some("2026-07-28"));
         // A request without `_meta` leaves the last one the client sent.
-        s.on_client_request(&Id::Int(3), "tools/call", Some(raw(r#"{"name":"x"}"#)));
+        s.on_client_request(&Id::Int(3), MethodClass::of("tools/call"), Some(raw(r#"{"name":"x"}"#)));
         assert!(probe(&s).contains("second"));
-        s.on_client_request(&Id::Int(4), "tools/call", None);
+        s.on_client_request(&Id::Int(4), MethodClass::of("tools/call"), None);
         assert!(probe(&s).contains("second"));
         let large = meta("2026-07-28", &"l".repeat(UNREAD_MAX));
-        s.on_client_request(&Id::Int(5), "tools/call", Some(raw(&large)));
+        s.on_client_request(&Id::Int(5), MethodClass::of("tools/call"), Some(raw(&large)));
         assert!(probe(&s).contains("lll"));
         assert_eq!(s.era(), Era::Stateless);
     }
@@ -446,8 +447,12 @@ mod tests {
     fn detects_a_changed_server() {
         let mut s = Session::default();
         let id = Id::Int(1);
-        s.on_client_request(&id, "initialize", None);
-        s.on_child_result(&id, "initialize", Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)));
+        s.on_client_request(&id, MethodClass::of("initialize"), None);
+        s.on_child_result(
+            &id,
+            MethodClass::of("initialize"),
+            Some(raw(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)),
+        );
         assert_eq!(s.compare_initialize_result(Some(r#"{"protocolVersion":"2025-06-18","capabilities":{}}"#)), None);
         let diff = s.compare_initialize_result(Some(r#"{"protocolVersion":"2025-11-25","capabilities":{"tools":{}}}"#));
         assert!(diff.expect("diff").contains("protocol version"));
