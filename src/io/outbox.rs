@@ -70,7 +70,6 @@ impl Queue {
     /// Copies a small message and its newline after the others. (Their size stays bounded: past
     /// [`HIGH_WATER`] the supervisor stops reading what feeds the outbox.)
     fn append_line(&mut self, msg: &[u8]) {
-        self.lines.reserve(msg.len() + 1);
         self.lines.extend_from_slice(msg);
         self.lines.push(b'\n');
     }

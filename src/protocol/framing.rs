@@ -76,15 +76,17 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
     {
         use safe_arch::*;
         let newline = set_splat_i8_m128i(b'\n' as i8);
-        for (k, chunk) in bytes.chunks_exact(16).take(8).enumerate() {
-            if let Ok(chunk) = <&[u8; 16]>::try_from(chunk) {
-                let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), newline));
-                if found != 0 {
-                    return Some(16 * k + found.trailing_zeros() as usize);
-                }
+        let mut searched = 0;
+        while let Some(chunk) = bytes.get(searched..searched + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+            let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), newline));
+            if found != 0 {
+                return Some(searched + found.trailing_zeros() as usize);
+            }
+            searched += 16;
+            if searched == 128 {
+                break;
             }
         }
-        let searched = (bytes.len() / 16).min(8) * 16;
         memchr::memchr(b'\n', &bytes[searched..]).map(|i| searched + i)
     }
     #[cfg(not(target_arch = "x86_64"))]
