@@ -107,12 +107,8 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
             }
             // Only a message outside any session can be of the stateless era (its `_meta` says
             // so when the header does not): a session's messages are not read twice for it.
-            if session.is_none()
-                && !stateless
-                && env.params.is_some_and(|p| jsonrpc::may_carry_protocol_version(p.as_bytes()))
-            {
-                let meta = jsonrpc::Params::read(env.params_text()).meta;
-                stateless = meta.and_then(|m| m.protocol_version).is_some_and(|v| v == STATELESS_VERSION);
+            if session.is_none() && !stateless {
+                stateless = jsonrpc::meta_protocol_version(env.params).is_some_and(|v| v == STATELESS_VERSION);
             }
             env.kind
         }

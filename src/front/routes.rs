@@ -60,8 +60,7 @@ struct MetaToken<'a> {
 /// The progress token a request's `params._meta` gives, or a progress notification's
 /// `params.progressToken` names, as JSON text.
 fn token(params: Option<Json<'_>>, in_meta: bool) -> Option<String> {
-    let params = params.filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes()))?;
-    let parsed: WithMeta<'_> = serde_json::from_str(params.get()).ok()?;
+    let parsed: WithMeta<'_> = serde_json::from_str(jsonrpc::progress_token_params(params)?).ok()?;
     let raw = if in_meta { parsed.meta?.progress_token } else { parsed.progress_token };
     raw.map(|r| r.get().to_owned())
 }

@@ -226,18 +226,27 @@ pub fn may_carry_protocol_version(params: &[u8]) -> bool {
 }
 
 /// Whether `params` may carry a progress token, as [`may_carry_protocol_version`] does.
-pub fn may_carry_progress_token(params: &[u8]) -> bool {
+fn may_carry_progress_token(params: &[u8]) -> bool {
     static KEY: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new("progressToken"));
     KEY.find(params).is_some()
 }
 
-/// Whether `params` carry `_meta["io.modelcontextprotocol/protocolVersion"]`: a stateless-era
-/// request.
+/// `params` as text to look for a progress token in, or `None` when they cannot hold one (most
+/// params, which are then not read with serde).
+pub fn progress_token_params(params: Option<Json<'_>>) -> Option<&str> {
+    params.filter(|p| may_carry_progress_token(p.as_bytes())).map(Json::get)
+}
+
+/// The protocol version `params` carry in `_meta["io.modelcontextprotocol/protocolVersion"]`
+/// (a stateless-era request), read only if their text may hold it.
+pub fn meta_protocol_version(params: Option<Json<'_>>) -> Option<Cow<'_, str>> {
+    let params = params.filter(|p| may_carry_protocol_version(p.as_bytes()))?;
+    Params::read(Some(params.get())).meta?.protocol_version
+}
+
+/// Whether `params` carry a `_meta` protocol version: a stateless-era request.
 pub fn is_stateless(params: Option<Json<'_>>) -> bool {
-    params.is_some_and(|p| {
-        may_carry_protocol_version(p.as_bytes())
-            && Params::read(Some(p.get())).meta.is_some_and(|m| m.protocol_version.is_some())
-    })
+    meta_protocol_version(params).is_some()
 }
 
 /// The few `params` fields mcpvisor looks at.
@@ -445,6 +454,13 @@ mod tests {
         assert!(!is_stateless(None));
         assert!(may_carry_progress_token(r#"{"_meta":{"progressToken":1}}"#.as_bytes()));
         assert!(!may_carry_progress_token(r#"{"_meta":{}}"#.as_bytes()));
+        assert_eq!(progress_token_params(Some(r#"{"progressToken":1}"#.into())), Some(r#"{"progressToken":1}"#));
+        assert_eq!(progress_token_params(Some(r#"{"name":"x"}"#.into())), None);
+        assert_eq!(
+            meta_protocol_version(Some(r#"{"_meta":{"io.modelcontextprotocol/protocolVersion":"v"}}"#.into()))
+                .as_deref(),
+            Some("v")
+        );
     }
 
     #[test]

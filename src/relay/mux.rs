@@ -32,7 +32,7 @@ use smol_str::SmolStr;
 use super::batch::{Batches, Routed};
 use super::inflight::IdMap;
 use crate::protocol::errors::OwnError;
-use crate::protocol::jsonrpc::{self, splice, Envelope, Id, Json, Kind, Message, Params, INTERNAL_ERROR};
+use crate::protocol::jsonrpc::{self, splice, Envelope, Id, Kind, Message, Params, INTERNAL_ERROR};
 
 /// A client of the shared process, numbered by the daemon.
 pub type ClientId = u64;
@@ -309,8 +309,9 @@ impl Mux {
             edits.push((id_text.as_bytes(), upstream.to_json()));
         }
         let mut token = None;
-        let token_params = env.params.filter(|p| jsonrpc::may_carry_progress_token(p.as_bytes())).map(Json::get);
-        if let Some(original) = fields(token_params).and_then(|f| f.meta).and_then(|m| m.progress_token) {
+        if let Some(original) =
+            fields(jsonrpc::progress_token_params(env.params)).and_then(|f| f.meta).and_then(|m| m.progress_token)
+        {
             let mapped = serde_json::Value::from(format!("mux-t{}", self.next)).to_string();
             self.tokens.insert(mapped.clone(), (client, original.get().to_owned()));
             edits.push((original.get().as_bytes(), mapped.clone()));
