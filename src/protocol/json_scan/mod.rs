@@ -8,7 +8,7 @@
 //!
 //! It accepts exactly RFC 8259 JSON, as serde_json does: the same number grammar, string escapes,
 //! no control characters in strings, nothing but whitespace after the value. Nesting is limited to
-//! [`MAX_DEPTH`] levels (an iterative scan with a bit stack: no recursion, no allocation). It also
+//! [`MAX_DEPTH`] levels (an iterative scan with a bit stack: no recursion, no allocation below 64 levels). It also
 //! checks UTF-8, where it can occur: outside strings JSON is ASCII, and a string with a non-ASCII
 //! byte is checked from there to its end, so a text that scans is valid UTF-8 and most (all-ASCII)
 //! messages are not read a second time for it. Property tests compare it with serde_json.
@@ -186,7 +186,6 @@ fn top<'a>(bytes: &'a [u8], fields: &mut Fields<'a>) -> Scan<Shape<'a>> {
 /// The top-level object from its `{` at `pos`, recording the interesting fields, and where it
 /// ends. Duplicates of those are refused, as serde_json refuses them for a struct.
 fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut Fields<'a>) -> Scan {
-    stack.push(0, true); // counts towards the depth limit; values below start from here
     let (mut pos, mut next) = values::skip_ws(bytes, pos + 1);
     if next == b'}' {
         return Ok(pos + 1);
@@ -259,7 +258,6 @@ fn key_field(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)
 /// The top-level array from its `[` at `pos`: the raw text of each element, and where it ends.
 fn top_array<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Vec<&'a [u8]>, usize)> {
     let mut items = Vec::new();
-    stack.push(0, false);
     let (mut pos, next) = values::skip_ws(bytes, pos + 1);
     if next == b']' {
         return Ok((items, pos + 1));

@@ -138,6 +138,37 @@ fn nesting_is_limited_without_recursion() {
     assert!(!ok(&"[".repeat(100_000)));
 }
 
+/// The kinds of the innermost 64 open containers live in a register, deeper ones in the stack:
+/// every level's kind is still known when the scan comes back to it, across those boundaries.
+#[test]
+fn deep_containers_close_as_what_they_are() {
+    // Level k is an object when k is a multiple of 3, else an array; each level continues with
+    // one more member after its inner container closes, written as that level's kind requires.
+    let nested = |levels: usize, wrong_at: Option<usize>| {
+        let object = |k: usize| k % 3 == 0;
+        let mut text = String::new();
+        for k in 0..levels {
+            text.push_str(if object(k) { r#"{"a":"# } else { "[" });
+        }
+        text.push('1');
+        for k in (0..levels).rev() {
+            let as_object = object(k) != (wrong_at == Some(k));
+            text.push_str(if as_object { r#","b":2}"# } else { ",2]" });
+        }
+        text
+    };
+    for levels in [1, 2, 63, 64, 65, 66, 127, 128, 129, 200, MAX_DEPTH] {
+        assert!(ok(&nested(levels, None)), "{levels} levels");
+        if levels <= 128 {
+            let text = nested(levels, None);
+            assert!(serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(), "{levels} levels");
+        }
+        for wrong in [0, levels / 2, levels.saturating_sub(64), levels.saturating_sub(65), levels - 1] {
+            assert!(!ok(&nested(levels, Some(wrong))), "{levels} levels, level {wrong} closed as the other kind");
+        }
+    }
+}
+
 #[test]
 fn agrees_with_serde_json_on_every_prefix() {
     let text = r#"{"jsonrpc":"2.0","id":12,"method":"tools/call","params":{"name":"e\u0301","arguments":{"x":[1.5,-2e3,true,null,"a\"b\\c"]}}}"#;

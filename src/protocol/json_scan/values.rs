@@ -11,23 +11,28 @@ pub(super) type Fail = (&'static str, usize);
 /// The outcome of a step: by default, the position after what it read.
 pub(super) type Scan<T = usize> = Result<T, Fail>;
 
-/// One bit per open container: 1 for an object, 0 for an array (no recursion, no allocation).
+/// The kinds of the containers open deeper than the 64 a scan keeps in a register (see
+/// [`value_end`]): one bit each, 1 for an object. Allocated on the first such level, so that
+/// ordinary messages neither allocate nor clear it.
 #[derive(Default)]
-pub(super) struct Stack([u64; MAX_DEPTH / 64]);
+pub(super) struct Stack(Vec<u64>);
 
 impl Stack {
-    /// Records the container opened at `depth` (below [`MAX_DEPTH`]).
-    #[inline(always)]
-    pub(super) fn push(&mut self, depth: usize, object: bool) {
-        let (word, bit) = (depth / 64, depth % 64);
+    /// Keeps the kind of the container `level` levels below the register's deepest.
+    #[cold]
+    fn save(&mut self, level: usize, object: bool) {
+        let (word, bit) = (level / 64, level % 64);
+        if self.0.len() <= word {
+            self.0.resize(word + 1, 0);
+        }
         if let Some(w) = self.0.get_mut(word) {
             *w = *w & !(1 << bit) | (u64::from(object) << bit);
         }
     }
 
-    #[inline(always)]
-    fn is_object(&self, depth: usize) -> bool {
-        self.0.get(depth / 64).is_some_and(|w| w >> (depth % 64) & 1 == 1)
+    #[cold]
+    fn restore(&self, level: usize) -> u64 {
+        self.0.get(level / 64).map_or(0, |w| w >> (level % 64) & 1)
     }
 }
 
@@ -53,10 +58,11 @@ fn skip_ws_slow(bytes: &[u8], mut pos: usize) -> (usize, u8) {
 }
 
 /// One complete value, from `pos` (whitespace first is allowed), with `base` containers already
-/// open around it. Containers nest iteratively on `stack`.
+/// open around it. Containers nest iteratively: the kinds of those open inside the value are bits
+/// of a register, innermost lowest (1 for an object), the ones past 64 levels kept in `stack`.
 pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: usize) -> Scan {
     let mut depth = base;
-    let mut in_object = false;
+    let mut open: u64 = 0;
     loop {
         // Here a value starts.
         let first;
@@ -67,21 +73,23 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
                 if depth == MAX_DEPTH {
                     return Err(("nesting too deep", pos));
                 }
-                in_object = first == b'{';
-                stack.push(depth, in_object);
-                depth += 1;
                 let next;
                 (pos, next) = skip_ws(bytes, pos + 1);
                 // `}` and `]` come two after `{` and `[`: anything else starts the first member.
-                if next != first + 2 {
-                    if in_object {
+                if next == first + 2 {
+                    pos += 1;
+                } else {
+                    let object = first == b'{';
+                    if depth - base >= 64 {
+                        stack.save(depth - base - 64, open >> 63 == 1);
+                    }
+                    open = open << 1 | u64::from(object);
+                    depth += 1;
+                    if object {
                         pos = key_colon(bytes, pos, next)?;
                     }
                     continue;
                 }
-                pos += 1;
-                depth -= 1;
-                in_object = depth > base && stack.is_object(depth - 1);
             }
             b'-' | b'0'..=b'9' => pos = number_end(bytes, pos)?,
             b't' => pos = literal_end(bytes, pos, b"true")?,
@@ -94,6 +102,7 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
             if depth == base {
                 return Ok(pos);
             }
+            let in_object = open & 1 == 1;
             let next;
             (pos, next) = skip_ws(bytes, pos);
             match next {
@@ -113,7 +122,10 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
             }
             pos += 1;
             depth -= 1;
-            in_object = depth > base && stack.is_object(depth - 1);
+            open >>= 1;
+            if depth - base >= 64 {
+                open |= stack.restore(depth - base - 64) << 63;
+            }
         }
     }
 }
