@@ -27,6 +27,7 @@ use super::{AttachError, Backends, Body, Shared};
 use crate::port::any::AnyInput;
 use crate::port::{memory, ClientPort};
 use crate::protocol::jsonrpc::{self, Id, Kind, Message};
+use crate::protocol::method::MethodClass;
 
 // Header names made once: looking a header up by a string parses and hashes the name each time.
 pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -126,7 +127,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
             Err(resp) => return *resp,
         },
         None => match &kind {
-            Kind::Request { method, id } if method == "initialize" => match start_session(shared, server, id) {
+            Kind::Request { id, class: MethodClass::Initialize, .. } => match start_session(shared, server, id) {
                 Ok(s) => s,
                 Err(resp) => return *resp,
             },
@@ -137,7 +138,7 @@ pub async fn post<T: Backends>(shared: &Shared<T>, server: Option<&str>, req: Re
             _ => return need_session(),
         },
     };
-    let is_initialize = matches!(&kind, Kind::Request { method, .. } if method == "initialize");
+    let is_initialize = matches!(&kind, Kind::Request { class: MethodClass::Initialize, .. });
     let mut resp = match kind {
         Kind::Request { id, .. } => match session.request(body, id.clone(), token) {
             Ok(parts) => {

@@ -97,7 +97,7 @@ pub async fn post<T: Backends>(
 ) -> Response<Body> {
     let (id, method, params) = match jsonrpc::parse(&body) {
         Ok(Message::Single(env)) => match env.kind {
-            Kind::Request { id, method } => (id, method, env.params.map(|p| p.get().to_owned())),
+            Kind::Request { id, method, .. } => (id, method, env.params.map(|p| p.get().to_owned())),
             _ => return rpc_error(StatusCode::BAD_REQUEST, None, -32600, "the stateless era takes requests only"),
         },
         _ => return rpc_error(StatusCode::BAD_REQUEST, None, -32600, "one JSON-RPC request per POST"),

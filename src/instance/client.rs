@@ -13,9 +13,9 @@ use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::Frame;
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message, Params};
+use crate::protocol::method::MethodClass;
 use crate::relay::batch::Routed;
 use crate::relay::inflight::ClientRequest;
-use crate::relay::method::MethodClass;
 use crate::relay::queue::Queued;
 
 impl<I: ClientInput> Instance<I> {
@@ -46,7 +46,7 @@ impl<I: ClientInput> Instance<I> {
 
     fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
         match env.kind {
-            Kind::Request { id, method } => self.take_client_request(id, method, env.params, line),
+            Kind::Request { id, method, class } => self.take_client_request(id, method, class, env.params, line),
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
             Kind::Response { id, .. } => self.on_client_response(&id, line),
             Kind::Invalid { id, reason } => {
@@ -69,7 +69,7 @@ impl<I: ClientInput> Instance<I> {
         for env in items {
             let member = line.slice_ref(env.raw.as_bytes());
             match env.kind {
-                Kind::Request { id, method } => {
+                Kind::Request { id, method, class } => {
                     // Checked before the id is mapped to this batch, which would take it from the
                     // request already in flight under it.
                     if self.id_in_flight(&id) {
@@ -78,7 +78,7 @@ impl<I: ClientInput> Instance<I> {
                         continue;
                     }
                     self.batches.expect(number, id.clone());
-                    self.take_client_request(id, method, env.params, &member);
+                    self.take_client_request(id, method, class, env.params, &member);
                 }
                 Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
                 Kind::Response { id, .. } => self.on_client_response(&id, &member),
@@ -96,7 +96,14 @@ impl<I: ClientInput> Instance<I> {
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
     /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping,
     /// and the id is looked up once: its check and its entry are one table operation.
-    fn take_client_request(&mut self, id: Id, method: SmolStr, params: Option<Json<'_>>, line: &Bytes) {
+    fn take_client_request(
+        &mut self,
+        id: Id,
+        method: SmolStr,
+        class: MethodClass,
+        params: Option<Json<'_>>,
+        line: &Bytes,
+    ) {
         if let Some(refusal) = self.refusal() {
             if self.id_in_flight(&id) {
                 let error = self.duplicate_id_error(&id);
@@ -107,7 +114,6 @@ impl<I: ClientInput> Instance<I> {
             return;
         }
         let send_now = self.can_send_now();
-        let class = MethodClass::of(&method);
         let request = ClientRequest {
             method,
             class,

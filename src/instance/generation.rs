@@ -22,8 +22,8 @@ use crate::process::child::SpawnArgs;
 use crate::process::{Child, ChildExit, ExitInfo, Pipes, SpawnError};
 use crate::protocol::errors::{CrashReport, LimitReport, OwnError};
 use crate::protocol::jsonrpc;
+use crate::protocol::method::MethodClass;
 use crate::relay::inflight::{ClientRequest, OwnPurpose};
-use crate::relay::method::MethodClass;
 use crate::relay::queue::Queued;
 
 /// How many stderr lines go into error `data`.

@@ -40,7 +40,7 @@ impl<I: ClientInput> Instance<I> {
         match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match env.kind {
                 Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, &line),
-                Kind::Request { id, method } => {
+                Kind::Request { id, method, .. } => {
                     self.orphaned_server_reqs.remove(&id);
                     self.server_reqs.insert(id, ServerRequest { method });
                     self.send_to_client(&line);
@@ -58,7 +58,7 @@ impl<I: ClientInput> Instance<I> {
                         Kind::Response { id, .. } => {
                             self.client_reqs.remove(&id);
                         }
-                        Kind::Request { id, method } => {
+                        Kind::Request { id, method, .. } => {
                             self.server_reqs.insert(id, ServerRequest { method });
                         }
                         _ => {}

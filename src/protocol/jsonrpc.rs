@@ -16,6 +16,7 @@ use smol_str::SmolStr;
 
 use super::id::json_string;
 pub use super::id::Id;
+use super::method::MethodClass;
 
 use crate::protocol::json_scan::{self, Fields, ScanError, Shape};
 
@@ -28,12 +29,14 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 
 /// The protocol's method names, as JSON strings without escapes: a method among them is a static
-/// string, neither checked as UTF-8 nor copied.
-fn known_method(text: &[u8]) -> Option<SmolStr> {
+/// string, neither checked as UTF-8 nor copied, and its class a constant.
+fn known_method(text: &[u8]) -> Option<(SmolStr, MethodClass)> {
     macro_rules! methods {
         ($($name:literal),* $(,)?) => {
             match text {
-                $(t if t.len() == $name.len() + 2 && &t[1..t.len() - 1] == $name.as_bytes() => Some(SmolStr::new_static($name)),)*
+                $(t if t.len() == $name.len() + 2 && &t[1..t.len() - 1] == $name.as_bytes() => {
+                    Some((SmolStr::new_static($name), const { MethodClass::of($name) }))
+                })*
                 _ => None,
             }
         };
@@ -70,6 +73,8 @@ pub enum Kind {
     Request {
         id: Id,
         method: SmolStr,
+        /// What the method is to mcpvisor's bookkeeping, told with the name.
+        class: MethodClass,
     },
     Notification {
         method: SmolStr,
@@ -174,6 +179,14 @@ pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
     })
 }
 
+/// A method name outside [`known_method`]'s list, or spelled with escapes, and its class.
+fn unknown_method(text: &[u8]) -> Option<(SmolStr, MethodClass)> {
+    json_string(text).map(|name| {
+        let class = MethodClass::of(&name);
+        (name, class)
+    })
+}
+
 fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
     Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: Json(b""), id_text: None }
 }
@@ -187,17 +200,18 @@ fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");
     }
     let method = match raw.method {
-        Some(text) => match text.starts_with(b"\"").then(|| known_method(text).or_else(|| json_string(text))).flatten()
-        {
-            Some(method) => Some(method),
-            None => return invalid(id, "\"method\" must be a string"),
-        },
+        Some(text) => {
+            match text.starts_with(b"\"").then(|| known_method(text).or_else(|| unknown_method(text))).flatten() {
+                Some(method) => Some(method),
+                None => return invalid(id, "\"method\" must be a string"),
+            }
+        }
         None => None,
     };
     let kind = match (method, raw.id) {
-        (Some(method), None) => Kind::Notification { method },
-        (Some(method), Some(_)) => match id {
-            Some(id) => Kind::Request { id, method },
+        (Some((method, _)), None) => Kind::Notification { method },
+        (Some((method, class)), Some(_)) => match id {
+            Some(id) => Kind::Request { id, method, class },
             None => return invalid(None, "request id must be a string or a number"),
         },
         (None, Some(_)) => match (id, raw.result.is_some(), raw.error.is_some()) {
@@ -375,7 +389,7 @@ mod tests {
     fn classifies_messages() {
         assert_eq!(
             single(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#),
-            Kind::Request { id: Id::Int(1), method: "ping".into() }
+            Kind::Request { id: Id::Int(1), method: "ping".into(), class: MethodClass::ReadOnly }
         );
         assert_eq!(
             single(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#),
@@ -430,15 +444,30 @@ mod tests {
     }
 
     #[test]
-    fn method_names_are_the_same_whether_interned_or_read() {
-        for line in [
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools\/call"}"#,
-            r#"{"jsonrpc":"2.0","id":1,"method":"tools\u002fcall"}"#,
-        ] {
-            assert_eq!(single(line), Kind::Request { id: Id::Int(1), method: "tools/call".into() }, "{line}");
+    fn method_names_and_classes_are_the_same_whether_interned_or_read() {
+        for (name, class) in [("tools/call", MethodClass::Other), ("tools/list", MethodClass::ReadOnly)] {
+            for spelled in [name.to_owned(), name.replace('/', "\\/"), name.replace('/', "\\u002f")] {
+                let line = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"{spelled}"}}"#);
+                assert_eq!(single(&line), Kind::Request { id: Id::Int(1), method: name.into(), class }, "{line}");
+            }
         }
-        assert_eq!(known_method(br#""tools/call""#).as_deref(), Some("tools/call"));
+        // Every name on the list has the class the runtime lookup gives it.
+        for name in [
+            "initialize",
+            "subscriptions/listen",
+            "logging/setLevel",
+            "resources/subscribe",
+            "resources/unsubscribe",
+            "server/discover",
+            "ping",
+            "resources/read",
+            "tools/call",
+            "notifications/progress",
+        ] {
+            let (interned, class) = known_method(format!("\"{name}\"").as_bytes()).expect(name);
+            assert_eq!((interned.as_str(), class), (name, MethodClass::of(name)));
+        }
+        assert_eq!(known_method(br#""tools/call""#).map(|(name, _)| name), Some("tools/call".into()));
         assert_eq!(known_method(br#""tools/calls""#), None);
         assert_eq!(known_method(br#""x/tools/call""#), None);
         assert_eq!(single(r#"{"jsonrpc":"2.0","method":"x/é"}"#), Kind::Notification { method: "x/é".into() });
@@ -498,7 +527,7 @@ mod tests {
         let req = request(&id, "initialize", Some(r#"{"a":1}"#));
         assert_eq!(
             single(std::str::from_utf8(&req).unwrap()),
-            Kind::Request { id: id.clone(), method: "initialize".into() }
+            Kind::Request { id: id.clone(), method: "initialize".into(), class: MethodClass::Initialize }
         );
         let err = error_response(Some(&Id::Int(5)), INTERNAL_ERROR, "boom", None);
         assert_eq!(single(std::str::from_utf8(&err).unwrap()), Kind::Response { id: Id::Int(5), is_error: true });

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use smol_str::SmolStr;
 
-use super::method::MethodClass;
 use crate::protocol::jsonrpc::Id;
+use crate::protocol::method::MethodClass;
 
 /// A map keyed by request id. Every message does a lookup, and SipHash was a visible share of the
 /// relay's time; foldhash is several times faster and still seeded per process, so ids chosen to

@@ -202,7 +202,7 @@ impl Mux {
         out: &mut Vec<Out>,
     ) {
         match env.kind {
-            Kind::Request { ref id, ref method } => {
+            Kind::Request { ref id, ref method, .. } => {
                 let (id, method) = (id.clone(), method.clone());
                 if let (Some(number), Some(c)) = (batch, self.clients.get_mut(&client)) {
                     c.batches.expect(number, id.clone());
@@ -395,7 +395,7 @@ impl Mux {
         match env.kind {
             Kind::Response { ref id, is_error } => self.upstream_response(id, is_error, &env, text, out),
             Kind::Notification { ref method } => self.upstream_notification(method, &env, text, out),
-            Kind::Request { ref id, ref method } => {
+            Kind::Request { ref id, ref method, .. } => {
                 let target = match self.clients.len() {
                     1 => self.clients.keys().next().copied(),
                     _ => {

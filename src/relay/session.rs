@@ -16,8 +16,8 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::method::MethodClass;
 use crate::protocol::jsonrpc::{self, Id, Json, Params};
+use crate::protocol::method::MethodClass;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Era {

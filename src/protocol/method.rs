@@ -1,7 +1,8 @@
-//! What mcpvisor's bookkeeping needs to know about a request's method, told once when the request
-//! arrives. The session record, the re-send policy and the in-flight table's count of open
-//! subscriptions each used to compare the method's name, about 50 instructions a message between
-//! them; they now match on a [`MethodClass`].
+//! What mcpvisor's bookkeeping needs to know about a request's method, told once when the request's
+//! envelope is read (`Kind::Request` carries it). The session record, the re-send policy and the
+//! in-flight table's count of open subscriptions each used to compare the method's name, about 50
+//! instructions a message between them; they match on a [`MethodClass`]. For the protocol's own
+//! method names the class is a constant, found with the name itself (`jsonrpc::known_method`).
 
 /// The stateless era's long-lived stream request: re-sent after a crash, never failed, and not
 /// waited for when draining (it only ends when the subscription does).
@@ -26,24 +27,42 @@ pub enum MethodClass {
 }
 
 impl MethodClass {
-    pub fn of(method: &str) -> MethodClass {
-        match method {
-            "initialize" => MethodClass::Initialize,
-            LISTEN => MethodClass::Listen,
-            "logging/setLevel" => MethodClass::SetLevel,
-            "resources/subscribe" => MethodClass::Subscribe,
-            "resources/unsubscribe" => MethodClass::Unsubscribe,
-            "server/discover" => MethodClass::Discover,
-            "ping"
-            | "tools/list"
-            | "prompts/list"
-            | "resources/list"
-            | "resources/templates/list"
-            | "resources/read"
-            | "prompts/get"
-            | "completion/complete" => MethodClass::ReadOnly,
-            _ => MethodClass::Other,
+    /// The class of the method named `method` (a `const fn`, so that the envelope reader's list
+    /// of known names gets each one's class as a constant).
+    pub const fn of(method: &str) -> MethodClass {
+        const READ_ONLY: [&str; 8] = [
+            "ping",
+            "tools/list",
+            "prompts/list",
+            "resources/list",
+            "resources/templates/list",
+            "resources/read",
+            "prompts/get",
+            "completion/complete",
+        ];
+        const SPECIAL: [(&str, MethodClass); 6] = [
+            ("initialize", MethodClass::Initialize),
+            (LISTEN, MethodClass::Listen),
+            ("logging/setLevel", MethodClass::SetLevel),
+            ("resources/subscribe", MethodClass::Subscribe),
+            ("resources/unsubscribe", MethodClass::Unsubscribe),
+            ("server/discover", MethodClass::Discover),
+        ];
+        let mut i = 0;
+        while i < SPECIAL.len() {
+            if same(method, SPECIAL[i].0) {
+                return SPECIAL[i].1;
+            }
+            i += 1;
         }
+        let mut i = 0;
+        while i < READ_ONLY.len() {
+            if same(method, READ_ONLY[i]) {
+                return MethodClass::ReadOnly;
+            }
+            i += 1;
+        }
+        MethodClass::Other
     }
 
     /// Whether the method only reads state, so its request can be sent to a new child after a
@@ -58,6 +77,22 @@ impl MethodClass {
     pub fn always_resent(self) -> bool {
         matches!(self, MethodClass::Listen | MethodClass::Initialize)
     }
+}
+
+/// `a == b`, in a `const fn`.
+const fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 #[cfg(test)]
