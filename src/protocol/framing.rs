@@ -77,7 +77,7 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
         use safe_arch::*;
         let newline = set_splat_i8_m128i(b'\n' as i8);
         let mut searched = 0;
-        while let Some(chunk) = bytes.get(searched..searched + 16).and_then(|c| <&[u8; 16]>::try_from(c).ok()) {
+        while let Some(chunk) = bytes.get(searched..).and_then(<[u8]>::first_chunk::<16>) {
             let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), newline));
             if found != 0 {
                 return Some(searched + found.trailing_zeros() as usize);

@@ -192,7 +192,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
     }
     // Nearly every message starts so: its first member is read in one comparison.
     const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
-    if bytes.get(pos..pos + 16).and_then(|w| <&[u8; 16]>::try_from(w).ok()) == Some(JSONRPC) {
+    if strings::block_at::<16>(bytes, pos) == Some(JSONRPC) {
         fields.jsonrpc = bytes.get(pos + 10..pos + 15);
         (pos, next) = values::skip_ws(bytes, pos + 16);
     }

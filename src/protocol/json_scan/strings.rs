@@ -38,11 +38,11 @@ fn is_special<const STOP_NON_ASCII: bool>(b: u8) -> bool {
 pub(super) fn next_special<const STOP_NON_ASCII: bool>(bytes: &[u8], mut i: usize) -> (usize, u8) {
     let start = i;
     #[cfg(target_arch = "x86_64")]
-    while let Some(block) = bytes.get(i..i + 16).and_then(|w| <&[u8; 16]>::try_from(w).ok()) {
+    while let Some(block) = block_at::<16>(bytes, i) {
         let found = specials16::<STOP_NON_ASCII>(block);
         if found != 0 {
-            let at = i + found.trailing_zeros() as usize;
-            return (at, bytes[at]);
+            let k = found.trailing_zeros() as usize;
+            return (i + k, block[k % 16]);
         }
         i += 16;
         if i - start >= SHORT {
@@ -52,17 +52,16 @@ pub(super) fn next_special<const STOP_NON_ASCII: bool>(bytes: &[u8], mut i: usiz
     // Under 16 bytes left (the last strings of every line): the line's last 16 bytes, those
     // before `i` shifted out, instead of a word and then byte by byte.
     #[cfg(target_arch = "x86_64")]
-    if let Some(from) = bytes.len().checked_sub(16) {
-        if let Some(block) = bytes.get(from..).and_then(|w| <&[u8; 16]>::try_from(w).ok()) {
-            let found = specials16::<STOP_NON_ASCII>(block).checked_shr((i - from) as u32).unwrap_or(0);
-            if found != 0 {
-                let at = i + found.trailing_zeros() as usize;
-                return (at, bytes[at]);
-            }
-            return (bytes.len(), 0);
+    if let Some(block) = bytes.last_chunk::<16>() {
+        let from = bytes.len() - 16;
+        let found = specials16::<STOP_NON_ASCII>(block).checked_shr((i - from) as u32).unwrap_or(0);
+        if found != 0 {
+            let k = i - from + found.trailing_zeros() as usize;
+            return (from + k, block[k % 16]);
         }
+        return (bytes.len(), 0);
     }
-    while let Some(&word) = bytes.get(i..i + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
+    while let Some(&word) = block_at::<8>(bytes, i) {
         let word = u64::from_le_bytes(word);
         let found = specials::<STOP_NON_ASCII>(word);
         if found != 0 {
@@ -79,6 +78,13 @@ pub(super) fn next_special<const STOP_NON_ASCII: bool>(bytes: &[u8], mut i: usiz
         Some(k) => (i + k, tail[k]),
         None => (bytes.len(), 0),
     }
+}
+
+/// The `N` bytes from `i`, if there are as many. (Written so, the bounds check is one comparison
+/// and a subtraction: `get(i..i + N)` also checks `i + N` for overflow, on every string.)
+#[inline(always)]
+pub(super) fn block_at<const N: usize>(bytes: &[u8], i: usize) -> Option<&[u8; N]> {
+    bytes.get(i..)?.first_chunk::<N>()
 }
 
 /// [`next_special`] in a long string: memchr to the next quote or backslash, then the bytes jumped

@@ -2,7 +2,7 @@
 //! returns where it ends, or why and where the text is not JSON. Positions live in locals rather
 //! than in a scanner struct, so the hot loop keeps them in registers.
 
-use super::strings::next_special;
+use super::strings::{block_at, next_special};
 use super::{INVALID_UTF8, MAX_DEPTH};
 
 /// Why and where a text is not JSON.
@@ -255,7 +255,7 @@ fn digits(bytes: &[u8], i: usize) -> Scan {
 /// one by one cost most of a message's number parsing).
 #[inline(always)]
 fn digits_end(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(&word) = bytes.get(i..i + 8).and_then(|w| <&[u8; 8]>::try_from(w).ok()) {
+    while let Some(&word) = block_at::<8>(bytes, i) {
         let others = non_digits(u64::from_le_bytes(word));
         if others != 0 {
             return i + (others.trailing_zeros() / 8) as usize;
