@@ -423,12 +423,15 @@ mod tests {
             texts.push(format!("1{}", "0".repeat(digits - 1)));
             texts.push(format!("{}.5", "3".repeat(digits)));
             texts.push(format!("{}e2", "4".repeat(digits)));
+            texts.push("12345678901234567890"[..digits].to_owned());
+            texts.push("98765432109876543210"[..digits].to_owned());
         }
         for text in texts {
             for line in [
                 format!(r#"{{"jsonrpc":"2.0","id":{text},"result":{{}}}}"#),
                 format!(r#"{{"result":1,"id": {text} ,"jsonrpc":"2.0"}}"#),
                 format!(r#"[{{"jsonrpc":"2.0","id":{text},"method":"m"}}]"#),
+                format!(r#"{{"jsonrpc":"2.0","result":1,"id":{text}}}"#),
             ] {
                 let expected = Id::from_json(&text).expect("an id");
                 let kind = match parse(line.as_bytes()).expect("json") {

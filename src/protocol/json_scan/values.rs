@@ -228,6 +228,18 @@ pub(super) fn number_end(bytes: &[u8], pos: usize) -> Scan {
 /// 18 digits, read in the same pass (ids are such numbers: reading their digits again to make
 /// the id cost as much as scanning them).
 pub(super) fn integer_end(bytes: &[u8], pos: usize) -> Scan<(usize, Option<i64>)> {
+    // Up to seven digits (ids of a long session have four or five): read together from a word.
+    if let Some(&word) = block_at::<8>(bytes, pos) {
+        let word = u64::from_le_bytes(word);
+        let others = non_digits(word);
+        if others != 0 {
+            let n = (others.trailing_zeros() / 8) as usize;
+            return match bytes.get(pos + n) {
+                Some(b'.' | b'e' | b'E') => number_end(bytes, pos).map(|end| (end, None)),
+                _ => Ok((pos + n, Some(digits_value(word, n)))),
+            };
+        }
+    }
     let mut value: i64 = 0;
     let mut i = pos;
     while let Some(&d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
@@ -276,6 +288,20 @@ fn non_digits(word: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     let x = word ^ 0x3030_3030_3030_3030;
     (((x & LOW7) + 0x7676_7676_7676_7676) | x) & 0x8080_8080_8080_8080
+}
+
+/// The value of the `n` (1 to 7) ASCII digits at the start of `word` (the first digit in its
+/// lowest byte), without a loop: the digits are moved to the top bytes, the bytes below them
+/// becoming leading zeros, and then combined in pairs, fours and eights with three multiplications.
+#[inline(always)]
+fn digits_value(word: u64, n: usize) -> i64 {
+    // Bytes past the digits may borrow in the subtraction, but only into bytes further up, which
+    // the shift drops.
+    let digits = word.wrapping_sub(0x3030_3030_3030_3030) << (8 * (8 - n.clamp(1, 7)));
+    let pairs = (digits & 0x0f0f_0f0f_0f0f_0f0f).wrapping_mul(10 << 8 | 1) >> 8;
+    let fours = (pairs & 0x00ff_00ff_00ff_00ff).wrapping_mul(100 << 16 | 1) >> 16;
+    let eight = (fours & 0x0000_ffff_0000_ffff).wrapping_mul(10_000 << 32 | 1) >> 32;
+    eight as i64
 }
 
 fn literal_end(bytes: &[u8], pos: usize, word: &'static [u8]) -> Scan {
