@@ -35,8 +35,9 @@ pub struct LineSplitter {
     buf: BytesMut,
     /// Bytes of `buf` already known to hold no newline.
     scanned: usize,
-    /// Set while skipping the rest of an oversized line.
-    discarding: Option<Discard>,
+    /// Set while skipping the rest of an oversized line. (Boxed: it is taken and put back for
+    /// every line, and a pointer moves in one store where the struct took ten.)
+    discarding: Option<Box<Discard>>,
 }
 
 /// The part of an oversized line that is remembered while the rest is skipped.
@@ -61,7 +62,7 @@ impl Discard {
     }
 
     /// The frame for the whole line: the same, wherever the reads happened to split it.
-    fn frame(mut self) -> Frame {
+    fn frame(mut self: Box<Self>) -> Frame {
         let len = self.len - usize::from(self.last_cr);
         self.head.truncate(len);
         Frame::Oversized { len, head: self.head.freeze() }
@@ -163,7 +164,7 @@ impl LineSplitter {
                     self.scanned = self.buf.len();
                     // One byte of slack: a `\r` that turns out to precede the newline is not counted.
                     if self.buf.len() > self.max + 1 {
-                        let mut discard = Discard { len: 0, head: BytesMut::new(), last_cr: false };
+                        let mut discard = Box::new(Discard { len: 0, head: BytesMut::new(), last_cr: false });
                         discard.take(&self.buf);
                         self.discarding = Some(discard);
                         self.buf.clear();
