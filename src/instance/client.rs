@@ -3,15 +3,14 @@
 //! server at once, queued behind a restart or `--max-inflight`, or answered by mcpvisor itself
 //! when it cannot be taken.
 
-use std::borrow::Borrow;
-
 use bytes::Bytes;
 use smol_str::SmolStr;
 
 use super::Instance;
+use crate::io::Outgoing;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
-use crate::protocol::framing::Frame;
+use crate::protocol::framing::{Frame, LineRef};
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message, Params};
 use crate::protocol::method::MethodClass;
 use crate::relay::batch::Routed;
@@ -20,8 +19,8 @@ use crate::relay::queue::Queued;
 
 impl<I: ClientInput> Instance<I> {
     pub(super) fn on_client_frame(&mut self, frame: Frame) {
-        let line = match frame {
-            Frame::Line(line) => line,
+        match frame {
+            Frame::Line(line) => self.on_client_line(LineRef::whole(&line)),
             Frame::Oversized { len, head } => {
                 self.metrics.oversized_messages += 1;
                 let id = jsonrpc::sniff_id(&head);
@@ -31,26 +30,29 @@ impl<I: ClientInput> Instance<I> {
                 tracing::warn!(len, id = ?id.as_ref().map(Id::to_json), "client message over --max-message-size skipped");
                 let error = OwnError::TooLarge { size: len, limit: self.cfg.max_message_size };
                 self.reply_error(id.as_ref(), &error);
-                return;
             }
-        };
+        }
+    }
+
+    /// A client line, owned by a frame or lent from the read buffer.
+    pub(super) fn on_client_line(&mut self, line: LineRef<'_>) {
         match jsonrpc::parse(&line) {
             Err(e) => {
                 tracing::warn!("client sent a line that is not JSON ({e}): {}", super::preview(&line));
                 self.reply_error(None, &OwnError::Parse { detail: e.to_string() });
             }
-            Ok(Message::Single(env)) => self.on_client_message(env, &line),
-            Ok(Message::Batch(items)) => self.on_client_batch(items, &line),
+            Ok(Message::Single(env)) => self.on_client_message(env, line),
+            Ok(Message::Batch(items)) => self.on_client_batch(items, line),
         }
     }
 
-    fn on_client_message(&mut self, env: Envelope<'_>, line: &Bytes) {
+    fn on_client_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
         match env.kind {
             Kind::Request { id, method, class } => self.take_client_request(id, method, class, env.params, line),
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),
             Kind::Response { id, .. } => self.on_client_response(&id, line),
             Kind::Invalid { id, reason } => {
-                tracing::warn!("client sent an invalid JSON-RPC message ({reason}): {}", super::preview(line));
+                tracing::warn!("client sent an invalid JSON-RPC message ({reason}): {}", super::preview(&line));
                 self.reply_error(id.as_ref(), &OwnError::Invalid { detail: reason });
             }
         }
@@ -59,7 +61,7 @@ impl<I: ClientInput> Instance<I> {
     /// A batch is taken apart: each member goes to the server as a message of its own (servers of
     /// the 2025-06-18 protocol no longer accept batches), invalid members are answered here, and
     /// the answers are gathered into one array for the client, as JSON-RPC requires.
-    fn on_client_batch(&mut self, items: Vec<Envelope<'_>>, line: &Bytes) {
+    fn on_client_batch(&mut self, items: Vec<Envelope<'_>>, line: LineRef<'_>) {
         if items.is_empty() {
             tracing::warn!("client sent an empty batch");
             self.reply_error(None, &OwnError::EmptyBatch);
@@ -67,7 +69,8 @@ impl<I: ClientInput> Instance<I> {
         }
         let number = self.batches.open();
         for env in items {
-            let member = line.slice_ref(env.raw.as_bytes());
+            // A member is a part of the line (the scanner cut it from there).
+            let member = line.part(env.raw.as_bytes()).unwrap_or(line);
             match env.kind {
                 Kind::Request { id, method, class } => {
                     // Checked before the id is mapped to this batch, which would take it from the
@@ -78,10 +81,10 @@ impl<I: ClientInput> Instance<I> {
                         continue;
                     }
                     self.batches.expect(number, id.clone());
-                    self.take_client_request(id, method, class, env.params, &member);
+                    self.take_client_request(id, method, class, env.params, member);
                 }
-                Kind::Notification { method } => self.on_client_notification(&method, env.params, &member),
-                Kind::Response { id, .. } => self.on_client_response(&id, &member),
+                Kind::Notification { method } => self.on_client_notification(&method, env.params, member),
+                Kind::Response { id, .. } => self.on_client_response(&id, member),
                 Kind::Invalid { id, reason } => {
                     let error = self.own_error_line(id.as_ref(), &OwnError::Invalid { detail: reason });
                     self.batches.add(number, error);
@@ -102,7 +105,7 @@ impl<I: ClientInput> Instance<I> {
         method: SmolStr,
         class: MethodClass,
         params: Option<Json<'_>>,
-        line: &Bytes,
+        line: LineRef<'_>,
     ) {
         if let Some(refusal) = self.refusal() {
             if self.id_in_flight(&id) {
@@ -138,7 +141,7 @@ impl<I: ClientInput> Instance<I> {
         if send_now {
             self.send_to_child(line);
         } else {
-            self.dispatch(Queued::request(line.clone(), id, self.seq));
+            self.dispatch(Queued::request(line.to_bytes(), id, self.seq));
         }
     }
 
@@ -163,7 +166,7 @@ impl<I: ClientInput> Instance<I> {
         Some(self.restart_limit_error(until))
     }
 
-    fn on_client_notification(&mut self, method: &str, params: Option<Json<'_>>, line: &Bytes) {
+    fn on_client_notification(&mut self, method: &str, params: Option<Json<'_>>, line: LineRef<'_>) {
         self.session.on_client_notification(method);
         if method == "notifications/cancelled" {
             if let Some(target) = Params::read(params.map(Json::get)).request_id() {
@@ -184,17 +187,17 @@ impl<I: ClientInput> Instance<I> {
             tracing::warn!(method, "server is failed; client notification dropped");
             return;
         }
-        self.dispatch(Queued::other(line.clone()));
+        self.dispatch(Queued::other(line.to_bytes()));
     }
 
-    fn on_client_response(&mut self, id: &Id, line: &Bytes) {
+    fn on_client_response(&mut self, id: &Id, line: LineRef<'_>) {
         if self.server_reqs.remove(id).is_some() {
             self.send_to_child(line);
         } else if self.orphaned_server_reqs.remove(id) {
             tracing::debug!(%id, "dropping the client's late answer to a request from a server process that is gone");
         } else {
             tracing::debug!(%id, "client answered an unknown request; forwarding it");
-            self.dispatch(Queued::other(line.clone()));
+            self.dispatch(Queued::other(line.to_bytes()));
         }
     }
 
@@ -263,7 +266,7 @@ impl<I: ClientInput> Instance<I> {
         class.always_resent() || (self.cfg.retry && class.is_safe_to_repeat())
     }
 
-    pub(super) fn send_to_child(&mut self, line: impl Borrow<Bytes>) {
+    pub(super) fn send_to_child(&mut self, line: impl Outgoing) {
         if let Some(stdin) = &self.child_in {
             if stdin.send(line) {
                 self.metrics.messages_to_server += 1;
@@ -273,19 +276,19 @@ impl<I: ClientInput> Instance<I> {
 
     // ----- answers to the client ---------------------------------------------------------
 
-    pub(super) fn send_to_client(&mut self, line: impl Borrow<Bytes>) {
+    pub(super) fn send_to_client(&mut self, line: impl Outgoing) {
         if self.client.output.send(line) {
             self.metrics.messages_to_client += 1;
         }
     }
 
     /// Sends the answer to a client request, or keeps it for the batch the request came in.
-    pub(super) fn answer(&mut self, id: &Id, line: impl Borrow<Bytes>) {
+    pub(super) fn answer(&mut self, id: &Id, line: impl Outgoing) {
         if self.batches.is_empty() {
             self.send_to_client(line);
             return;
         }
-        match self.batches.answer(id, line.borrow().clone()) {
+        match self.batches.answer(id, line.into_shared()) {
             Routed::Alone(line) | Routed::Batch(line) => self.send_to_client(line),
             Routed::Held => {}
         }
@@ -310,10 +313,10 @@ impl<I: ClientInput> Instance<I> {
 
 /// A request line kept for re-sending. A small line is copied: sharing it would keep the whole
 /// read buffer it was cut from (64 KiB or more) alive for as long as the request is in flight.
-fn retained(line: &Bytes) -> Bytes {
+fn retained(line: LineRef<'_>) -> Bytes {
     if line.len() < 16 * 1024 {
-        Bytes::copy_from_slice(line)
+        Bytes::copy_from_slice(&line)
     } else {
-        line.clone()
+        line.to_bytes()
     }
 }

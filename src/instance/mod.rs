@@ -42,7 +42,7 @@ use crate::observe::metrics::Metrics;
 use crate::observe::status::State;
 use crate::port::{ClientInput, ClientPort};
 use crate::process::{Child, ChildExit, Pipes, Scope, SharedTail, SpawnError};
-use crate::protocol::framing::{Frame, FramedReader};
+use crate::protocol::framing::{Frame, FramedReader, Lent};
 use crate::relay::batch::Batches;
 use crate::relay::inflight::{ClientTable, Epoch, IdMap, IdSet, OwnIds, ServerRequest};
 use crate::relay::queue::Queue;
@@ -361,20 +361,55 @@ impl<I: ClientInput> Instance<I> {
         self.child_out.is_some() && !self.client.output.congested()
     }
 
+    /// The client lines that came in the same read as the frame just handled, handled now rather
+    /// than one `select!` round each (up to [`BATCH`], while the server's side keeps up). They are
+    /// lent from the read buffer; an input that does not lend them hands them out as frames.
+    fn on_buffered_client_lines(&mut self) {
+        let mut budget = BATCH - 1;
+        if let Some(mut lines) = self.client.input.lend_lines() {
+            while budget > 0 && self.reading_client() {
+                match lines.next_line() {
+                    Some(Lent::Line(line)) => self.on_client_line(line),
+                    Some(Lent::Oversized(frame)) => self.on_client_frame(frame),
+                    None => break,
+                }
+                budget -= 1;
+            }
+            self.client.input.give_back(lines);
+        }
+        while budget > 0 && self.reading_client() {
+            let Some(frame) = self.client.input.buffered() else { break };
+            self.on_client_frame(frame);
+            budget -= 1;
+        }
+    }
+
+    /// [`Self::on_buffered_client_lines`] for the server's output. Lines left when a new server
+    /// replaced the one that wrote them are dropped with the old one's output, as they always were.
+    fn on_buffered_child_lines(&mut self) {
+        let generation = self.life.generation();
+        let Some(mut lines) = self.child_out.as_mut().and_then(FramedReader::lend_lines) else { return };
+        let mut budget = BATCH - 1;
+        while budget > 0 && self.reading_child() {
+            match lines.next_line() {
+                Some(Lent::Line(line)) => self.on_child_line(line),
+                Some(Lent::Oversized(frame)) => self.on_child_frame(frame),
+                None => break,
+            }
+            budget -= 1;
+        }
+        if let Some(reader) = self.child_out.as_mut().filter(|_| self.life.generation() == generation) {
+            reader.give_back(lines);
+        }
+    }
+
     fn handle(&mut self, event: Event) {
         self.now = Instant::now();
         self.now_ticks = None;
         match event {
             Event::Client(Ok(Some(frame))) => {
                 self.on_client_frame(frame);
-                // Lines that came in the same read are handled now, not one `select!` round each.
-                for _ in 1..BATCH {
-                    if !self.reading_client() {
-                        break;
-                    }
-                    let Some(frame) = self.client.input.buffered() else { break };
-                    self.on_client_frame(frame);
-                }
+                self.on_buffered_client_lines();
             }
             Event::Client(Ok(None)) => {
                 tracing::info!("client closed stdin");
@@ -388,13 +423,7 @@ impl<I: ClientInput> Instance<I> {
             }
             Event::Child(Ok(Some(frame))) => {
                 self.on_child_frame(frame);
-                for _ in 1..BATCH {
-                    if !self.reading_child() {
-                        break;
-                    }
-                    let Some(frame) = self.child_out.as_mut().and_then(FramedReader::buffered_frame) else { break };
-                    self.on_child_frame(frame);
-                }
+                self.on_buffered_child_lines();
             }
             Event::Child(Ok(None)) => self.on_child_stdout_closed(None),
             Event::Child(Err(e)) => self.on_child_stdout_closed(Some(e)),

@@ -6,23 +6,21 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use super::{Instance, MEMORY_CHECK};
 use crate::lifecycle::liveness::Check;
 use crate::lifecycle::Cause;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
-use crate::protocol::framing::Frame;
+use crate::protocol::framing::{Frame, LineRef};
 use crate::protocol::jsonrpc::{self, Id, Json, Kind, Message};
 use crate::relay::inflight::{OwnPurpose, ServerRequest};
 
 impl<I: ClientInput> Instance<I> {
     pub(super) fn on_child_frame(&mut self, frame: Frame) {
-        self.liveness.output(self.now);
-        let line = match frame {
-            Frame::Line(line) => line,
+        match frame {
+            Frame::Line(line) => self.on_child_line(LineRef::whole(&line)),
             Frame::Oversized { len, head } => {
+                self.liveness.output(self.now);
                 self.metrics.oversized_messages += 1;
                 tracing::warn!(len, "server wrote a line over --max-message-size; dropped: {}", super::preview(&head));
                 if let Some(id) = jsonrpc::sniff_id(&head) {
@@ -34,18 +32,22 @@ impl<I: ClientInput> Instance<I> {
                         );
                     }
                 }
-                return;
             }
-        };
+        }
+    }
+
+    /// A server line, owned by a frame or lent from the read buffer.
+    pub(super) fn on_child_line(&mut self, line: LineRef<'_>) {
+        self.liveness.output(self.now);
         match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => match env.kind {
-                Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, &line),
+                Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, line),
                 Kind::Request { id, method, .. } => {
                     self.orphaned_server_reqs.remove(&id);
                     self.server_reqs.insert(id, ServerRequest { method });
-                    self.send_to_client(&line);
+                    self.send_to_client(line);
                 }
-                Kind::Notification { .. } => self.send_to_client(&line),
+                Kind::Notification { .. } => self.send_to_client(line),
                 Kind::Invalid { id, .. } => self.divert(&line, id),
             },
             Ok(Message::Batch(items)) => {
@@ -64,7 +66,7 @@ impl<I: ClientInput> Instance<I> {
                         _ => {}
                     }
                 }
-                self.send_to_client(&line);
+                self.send_to_client(line);
             }
             Err(_) => {
                 // A broken response must not leave its request hanging: if it names one, fail it.
@@ -74,7 +76,7 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
-    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<Json<'_>>, line: &Bytes) {
+    fn on_child_response(&mut self, id: &Id, is_error: bool, result: Option<Json<'_>>, line: LineRef<'_>) {
         if let Some(purpose) = self.own.take(id) {
             self.on_own_response(purpose, is_error, result.map(Json::get));
             return;

@@ -4,4 +4,4 @@
 pub mod outbox;
 pub mod pipe;
 
-pub use outbox::{Inbox, Outbox};
+pub use outbox::{Inbox, Outbox, Outgoing};

@@ -19,7 +19,6 @@
 //! a child's stdin gets closed. A failed write (or a dropped [`Inbox`]) is reported once through
 //! [`Outbox::failed`], which is how an instance learns that its client is gone.
 
-use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -156,6 +155,34 @@ pub struct Outbox {
     shared: Arc<Shared>,
 }
 
+/// A message to send: its bytes, read where they are copied, and a shared `Bytes` of them, made
+/// only where the message is queued whole (so a borrowed line costs nothing to lend).
+pub trait Outgoing {
+    fn bytes(&self) -> &[u8];
+
+    fn into_shared(self) -> Bytes;
+}
+
+impl Outgoing for Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    fn into_shared(self) -> Bytes {
+        self
+    }
+}
+
+impl Outgoing for &Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+
+    fn into_shared(self) -> Bytes {
+        self.clone()
+    }
+}
+
 impl Outbox {
     fn new(stream: bool) -> Outbox {
         Outbox {
@@ -192,21 +219,21 @@ impl Outbox {
     /// Queues one message; returns false if the writer is gone. A message that is copied (a
     /// small one, for a writer task) can be lent: the relay's hot path does not take a reference
     /// to the line it read only to drop it here.
-    pub fn send(&self, msg: impl Borrow<Bytes>) -> bool {
-        let msg = msg.borrow();
+    pub fn send(&self, msg: impl Outgoing) -> bool {
+        let len = msg.bytes().len();
         let mut queue = self.shared.lock();
         if queue.failed.is_some() {
             return false;
         }
-        self.shared.queued.fetch_add(msg.len() + 1, Ordering::Relaxed);
+        self.shared.queued.fetch_add(len + 1, Ordering::Relaxed);
         let was_empty = queue.is_empty();
-        if self.shared.stream && msg.len() < COALESCE {
-            queue.append_line(msg);
+        if self.shared.stream && len < COALESCE {
+            queue.append_line(msg.bytes());
         } else {
-            if msg.len() >= COALESCE {
+            if len >= COALESCE {
                 self.shared.large.fetch_add(1, Ordering::Relaxed);
             }
-            queue.push_whole(msg.clone());
+            queue.push_whole(msg.into_shared());
         }
         if was_empty {
             self.shared.work.notify_one();

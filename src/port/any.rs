@@ -8,7 +8,7 @@ use tokio::net::unix::OwnedReadHalf;
 
 use super::memory::MemoryInput;
 use super::ClientInput;
-use crate::protocol::framing::{Frame, FramedReader};
+use crate::protocol::framing::{Frame, FramedReader, Lines};
 
 pub enum AnyInput {
     Socket(FramedReader<OwnedReadHalf>),
@@ -27,6 +27,20 @@ impl ClientInput for AnyInput {
         match self {
             AnyInput::Socket(reader) => reader.buffered_frame(),
             AnyInput::Memory(input) => input.buffered(),
+        }
+    }
+
+    fn lend_lines(&mut self) -> Option<Lines> {
+        match self {
+            AnyInput::Socket(reader) => reader.lend_lines(),
+            AnyInput::Memory(input) => input.lend_lines(),
+        }
+    }
+
+    fn give_back(&mut self, lines: Lines) {
+        match self {
+            AnyInput::Socket(reader) => reader.give_back(lines),
+            AnyInput::Memory(input) => input.give_back(lines),
         }
     }
 }

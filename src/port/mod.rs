@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::io::Outbox;
 use crate::protocol::errors::OwnError;
-use crate::protocol::framing::{Frame, FramedReader};
+use crate::protocol::framing::{Frame, FramedReader, Lines};
 use crate::protocol::jsonrpc::{self, Kind, Message};
 
 /// The client's messages, one frame at a time.
@@ -31,6 +31,20 @@ pub trait ClientInput: Send + 'static {
     /// A frame that is already buffered, without waiting: the instance handles a whole read's
     /// worth of messages per wake-up.
     fn buffered(&mut self) -> Option<Frame>;
+
+    /// The complete lines already buffered, lent rather than cut into frames (see
+    /// [`Lines`]); `None` for an input without a read buffer, whose frames are whole messages.
+    fn lend_lines(&mut self) -> Option<Lines> {
+        None
+    }
+
+    /// Takes back what the instance did not handle of lent lines; it comes next.
+    fn give_back(&mut self, lines: Lines) {
+        // Only an input that lends lines is given any back, and each such input overrides this.
+        if !lines.is_empty() {
+            tracing::error!("lines given back to a client input that does not lend them were dropped");
+        }
+    }
 }
 
 impl<R: AsyncRead + Unpin + Send + 'static> ClientInput for FramedReader<R> {
@@ -40,6 +54,14 @@ impl<R: AsyncRead + Unpin + Send + 'static> ClientInput for FramedReader<R> {
 
     fn buffered(&mut self) -> Option<Frame> {
         self.buffered_frame()
+    }
+
+    fn lend_lines(&mut self) -> Option<Lines> {
+        FramedReader::lend_lines(self)
+    }
+
+    fn give_back(&mut self, lines: Lines) {
+        FramedReader::give_back(self, lines)
     }
 }
 
@@ -60,6 +82,15 @@ impl<I: ClientInput> ClientInput for Prepended<I> {
 
     fn buffered(&mut self) -> Option<Frame> {
         self.first.pop_front().or_else(|| self.rest.buffered())
+    }
+
+    fn lend_lines(&mut self) -> Option<Lines> {
+        // The replayed frames go first, as frames.
+        self.first.is_empty().then(|| self.rest.lend_lines()).flatten()
+    }
+
+    fn give_back(&mut self, lines: Lines) {
+        self.rest.give_back(lines)
     }
 }
 

@@ -9,6 +9,12 @@
 //!
 //! [`FramedReader`] drives a splitter from any `AsyncRead`. Its `next()` is cancel-safe (all state
 //! lives in the splitter between reads), so it can sit in a `select!` loop.
+//!
+//! A frame owns its line (a `Bytes` cut from the read buffer: a reference count taken and
+//! dropped per line). The relay's hot path instead borrows: [`LineSplitter::lend_lines`] cuts the
+//! complete lines of a read off the buffer once, as [`Lines`], whose items are [`LineRef`]s into
+//! it; a line that is copied on (most are) never gets a `Bytes` of its own. What is not handled is
+//! given back and comes first after that, as lent lines or as frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -28,10 +34,117 @@ pub enum Frame {
     Oversized { len: usize, head: Bytes },
 }
 
+/// A line borrowed from the read buffer it is in: its bytes, and that buffer, from which a
+/// shared `Bytes` of the line is cut only if it is kept ([`LineRef::to_bytes`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LineRef<'a> {
+    text: &'a [u8],
+    buffer: &'a Bytes,
+}
+
+impl<'a> LineRef<'a> {
+    /// A line that is a whole `Bytes` of its own (a frame's).
+    pub fn whole(line: &'a Bytes) -> LineRef<'a> {
+        LineRef { text: line, buffer: line }
+    }
+
+    /// A part of this line (a batch member), as a line of its own; `None` if `part` is not one.
+    pub fn part(self, part: &'a [u8]) -> Option<LineRef<'a>> {
+        let start = (part.as_ptr() as usize).checked_sub(self.text.as_ptr() as usize)?;
+        let end = start.checked_add(part.len())?;
+        (end <= self.text.len()).then_some(LineRef { text: part, buffer: self.buffer })
+    }
+
+    pub fn as_bytes(self) -> &'a [u8] {
+        self.text
+    }
+
+    /// The line as a `Bytes` of its own, sharing the read buffer.
+    pub fn to_bytes(self) -> Bytes {
+        self.buffer.slice_ref(self.text)
+    }
+}
+
+impl crate::io::Outgoing for LineRef<'_> {
+    fn bytes(&self) -> &[u8] {
+        self.text
+    }
+
+    fn into_shared(self) -> Bytes {
+        self.to_bytes()
+    }
+}
+
+impl std::ops::Deref for LineRef<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        self.text
+    }
+}
+
+/// What [`Lines::next_line`] lends: a line, or a frame for a line over the limit.
+#[derive(Debug)]
+pub enum Lent<'a> {
+    Line(LineRef<'a>),
+    Oversized(Frame),
+}
+
+/// Complete lines cut off a read buffer together, lent one at a time.
+#[derive(Debug)]
+pub struct Lines {
+    /// Whole lines, each with its newline.
+    buffer: Bytes,
+    /// Where the next line starts.
+    pos: usize,
+    max: usize,
+}
+
+impl Lines {
+    /// The next line that is not blank, without its terminator.
+    pub fn next_line(&mut self) -> Option<Lent<'_>> {
+        loop {
+            let rest = self.buffer.get(self.pos..).filter(|rest| !rest.is_empty())?;
+            // The buffer ends with a newline: there is one.
+            let len = find_newline(rest).unwrap_or(rest.len());
+            let start = self.pos;
+            self.pos += len + 1;
+            let text = without_cr(&rest[..len]);
+            if text.len() > self.max {
+                let head = self.buffer.slice(start..start + OVERSIZED_HEAD.min(text.len()));
+                return Some(Lent::Oversized(Frame::Oversized { len: text.len(), head }));
+            }
+            if !is_blank(text) {
+                return Some(Lent::Line(LineRef { text, buffer: &self.buffer }));
+            }
+        }
+    }
+
+    /// Whether every line was lent.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buffer.len()
+    }
+
+    /// The next line as a frame of its own.
+    fn next_frame(&mut self) -> Option<Frame> {
+        Some(match self.next_line()? {
+            Lent::Line(line) => Frame::Line(line.to_bytes()),
+            Lent::Oversized(frame) => frame,
+        })
+    }
+}
+
+/// A line without the `\r` of a `\r\n` terminator.
+fn without_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 /// Pure newline splitter with a size limit.
 #[derive(Debug)]
 pub struct LineSplitter {
     max: usize,
+    /// Lines lent and given back, handed out before anything in `buf`.
+    returned: Option<Lines>,
     buf: BytesMut,
     /// Bytes of `buf` already known to hold no newline.
     scanned: usize,
@@ -62,7 +175,7 @@ impl Discard {
     }
 
     /// The frame for the whole line: the same, wherever the reads happened to split it.
-    fn frame(mut self: Box<Self>) -> Frame {
+    fn frame(mut self) -> Frame {
         let len = self.len - usize::from(self.last_cr);
         self.head.truncate(len);
         Frame::Oversized { len, head: self.head.freeze() }
@@ -96,7 +209,8 @@ fn find_newline(bytes: &[u8]) -> Option<usize> {
 
 impl LineSplitter {
     pub fn new(max: usize) -> Self {
-        LineSplitter { max: max.max(1), buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, discarding: None }
+        let max = max.max(1);
+        LineSplitter { max, returned: None, buf: BytesMut::with_capacity(READ_CHUNK), scanned: 0, discarding: None }
     }
 
     /// Adds bytes (used by tests and fuzzing; the reader fills [`Self::read_buffer`] directly).
@@ -117,6 +231,12 @@ impl LineSplitter {
 
     /// The next complete frame, if the buffer holds one.
     pub fn next_frame(&mut self) -> Option<Frame> {
+        if let Some(returned) = &mut self.returned {
+            if let Some(frame) = returned.next_frame() {
+                return Some(frame);
+            }
+            self.returned = None;
+        }
         loop {
             if let Some(mut discard) = self.discarding.take() {
                 match find_newline(&self.buf) {
@@ -124,7 +244,7 @@ impl LineSplitter {
                         discard.take(&self.buf[..i]);
                         let _ = self.buf.split_to(i + 1);
                         self.scanned = 0;
-                        return Some(discard.frame());
+                        return Some((*discard).frame());
                     }
                     None => {
                         discard.take(&self.buf);
@@ -139,12 +259,7 @@ impl LineSplitter {
                     let end = self.scanned + i;
                     let mut line = self.buf.split_to(end + 1);
                     self.scanned = 0;
-                    if self.buf.capacity() > 2 * READ_CHUNK {
-                        // The rest still shares a large line's allocation; reading on into it would
-                        // keep that memory after the line is gone. Move the rest (one read at most)
-                        // to a buffer of its own, so the large one is freed with the line.
-                        self.buf = BytesMut::from(&self.buf[..]);
-                    }
+                    self.unshare_rest();
                     line.truncate(end);
                     if line.last() == Some(&b'\r') {
                         line.truncate(end - 1);
@@ -176,12 +291,54 @@ impl LineSplitter {
         }
     }
 
+    /// The complete lines buffered (those given back first), cut off the buffer at once and lent
+    /// from there; `None` if there are none, or while an oversized line is being skipped.
+    pub fn lend_lines(&mut self) -> Option<Lines> {
+        if let Some(returned) = self.returned.take() {
+            return Some(returned);
+        }
+        if self.discarding.is_some() {
+            return None;
+        }
+        let end = memchr::memrchr(b'\n', &self.buf)? + 1;
+        let buffer = self.buf.split_to(end).freeze();
+        self.scanned = 0;
+        self.unshare_rest();
+        Some(Lines { buffer, pos: 0, max: self.max })
+    }
+
+    /// Takes back what is left of lent lines: it comes before anything read after it.
+    pub fn give_back(&mut self, lines: Lines) {
+        if lines.is_empty() {
+            return;
+        }
+        self.returned = Some(match self.returned.take() {
+            None => lines,
+            // Not reached (lines are only lent once the ones given back are taken), but kept in
+            // order if it were: the older lines first.
+            Some(older) => {
+                let mut both = BytesMut::from(&older.buffer[older.pos..]);
+                both.extend_from_slice(&lines.buffer[lines.pos..]);
+                Lines { buffer: both.freeze(), pos: 0, max: self.max }
+            }
+        });
+    }
+
+    /// After a cut, the rest may still share a large line's allocation; reading on into it would
+    /// keep that memory after the line is gone. The rest (one read at most) then moves to a buffer
+    /// of its own, so that the large one is freed with the line.
+    fn unshare_rest(&mut self) {
+        if self.buf.capacity() > 2 * READ_CHUNK {
+            self.buf = BytesMut::from(&self.buf[..]);
+        }
+    }
+
     /// At end of input: the last line if it had no terminator.
     pub fn finish(&mut self) -> Option<Frame> {
         if let Some(mut discard) = self.discarding.take() {
             discard.take(&self.buf);
             self.buf.clear();
-            return Some(discard.frame());
+            return Some((*discard).frame());
         }
         self.scanned = 0;
         let mut rest = self.buf.split();
@@ -218,6 +375,16 @@ impl<R: AsyncRead + Unpin> FramedReader<R> {
     /// The next frame if one is already buffered; never reads.
     pub fn buffered_frame(&mut self) -> Option<Frame> {
         self.splitter.next_frame()
+    }
+
+    /// The complete lines already buffered, lent ([`LineSplitter::lend_lines`]); never reads.
+    pub fn lend_lines(&mut self) -> Option<Lines> {
+        self.splitter.lend_lines()
+    }
+
+    /// Takes back what is left of lent lines ([`LineSplitter::give_back`]).
+    pub fn give_back(&mut self, lines: Lines) {
+        self.splitter.give_back(lines);
     }
 
     /// The next frame, or `None` at end of input. Cancel-safe.
@@ -316,6 +483,72 @@ mod tests {
         let frames = split_all(&[b"12345\n123456\n"], 5);
         assert_eq!(frames[0], line("12345"));
         assert!(matches!(frames[1], Frame::Oversized { len: 6, .. }));
+    }
+
+    /// [`split_all`] as the instance reads: a frame, then lines lent `k` at a time with the rest
+    /// given back, frames again when none are lent.
+    fn lend_all(chunks: &[&[u8]], max: usize, k: usize) -> Vec<Frame> {
+        let mut s = LineSplitter::new(max);
+        let mut out = Vec::new();
+        for c in chunks {
+            s.push(c);
+            while let Some(f) = s.next_frame() {
+                out.push(f);
+                while let Some(mut lines) = s.lend_lines() {
+                    for _ in 0..k {
+                        match lines.next_line() {
+                            Some(Lent::Line(line)) => out.push(Frame::Line(line.to_bytes())),
+                            Some(Lent::Oversized(frame)) => out.push(frame),
+                            None => break,
+                        }
+                    }
+                    s.give_back(lines);
+                }
+            }
+        }
+        out.extend(s.finish());
+        out
+    }
+
+    #[test]
+    fn lent_lines_are_the_frames_in_the_same_order() {
+        let input: &[u8] = b"{\"id\":1}\r\n\n{\"id\":\"x\"}\n  \n0123456789abcdef\n{\"id\":3}\r\n[1]\n0123456789abcdefghijklmnop\n{}\n{\"last\":1}";
+        let whole = split_all(&[input], 12);
+        assert!(whole.iter().any(|f| matches!(f, Frame::Oversized { len: 16, .. })), "{whole:?}");
+        for k in 1..5 {
+            assert_eq!(lend_all(&[input], 12, k), whole, "k = {k}");
+            for at in 0..=input.len() {
+                let (a, b) = input.split_at(at);
+                assert_eq!(lend_all(&[a, b], 12, k), whole, "k = {k}, split at {at}");
+            }
+        }
+    }
+
+    #[test]
+    fn lines_given_back_come_before_what_is_read_after_them() {
+        let mut s = LineSplitter::new(100);
+        s.push(b"a\nb\nc\npartial");
+        let mut lines = s.lend_lines().expect("lines");
+        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"a"));
+        s.give_back(lines);
+        s.push(b"-end\nd\n");
+        assert_eq!(s.next_frame(), Some(line("b")));
+        let mut lines = s.lend_lines().expect("the rest given back");
+        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"c"));
+        assert!(lines.next_line().is_none() && lines.is_empty());
+        let mut lines = s.lend_lines().expect("what came after");
+        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"partial-end"));
+        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"d"));
+        assert!(s.lend_lines().is_none());
+    }
+
+    #[test]
+    fn a_part_of_a_lent_line_is_a_line_of_its_own() {
+        let buffer = Bytes::from_static(b"[{\"a\":1},{\"b\":2}]");
+        let line = LineRef::whole(&buffer);
+        let member = line.part(&buffer[9..16]).expect("a part");
+        assert_eq!(member.to_bytes(), Bytes::from_static(b"{\"b\":2}"));
+        assert!(line.part(b"{\"b\":2}").is_none());
     }
 
     #[test]
