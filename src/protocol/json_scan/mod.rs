@@ -43,15 +43,38 @@ pub struct ScanError {
 /// The raw text of the top-level fields routing cares about (each a complete JSON value).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Fields<'a> {
-    pub jsonrpc: Option<&'a [u8]>,
-    pub id: Option<&'a [u8]>,
-    pub method: Option<&'a [u8]>,
-    pub params: Option<&'a [u8]>,
-    pub result: Option<&'a [u8]>,
-    pub error: Option<&'a [u8]>,
+    /// One per [`Field`], in its order: the scan writes a field's slot at an offset, where named
+    /// members needed a match on the field and the address of each kept at hand.
+    slots: [Option<&'a [u8]>; 6],
     /// The id's value when it is a positive integer of at most 18 digits (nearly every id), read
     /// as its digits are scanned rather than again afterwards.
     pub id_int: Option<i64>,
+}
+
+impl<'a> Fields<'a> {
+    pub fn jsonrpc(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Jsonrpc as usize]
+    }
+
+    pub fn id(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Id as usize]
+    }
+
+    pub fn method(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Method as usize]
+    }
+
+    pub fn params(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Params as usize]
+    }
+
+    pub fn result(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Result as usize]
+    }
+
+    pub fn error(&self) -> Option<&'a [u8]> {
+        self.slots[Field::Error as usize]
+    }
 }
 
 /// One of the [`Fields`].
@@ -100,19 +123,6 @@ impl Field {
             h if h == word(b"\"jsonrpc") && text.get(8..10) == Some(b"\":") => (Field::Jsonrpc, 10),
             _ => return None,
         })
-    }
-}
-
-impl<'a> Fields<'a> {
-    fn get_mut(&mut self, field: Field) -> &mut Option<&'a [u8]> {
-        match field {
-            Field::Jsonrpc => &mut self.jsonrpc,
-            Field::Id => &mut self.id,
-            Field::Method => &mut self.method,
-            Field::Params => &mut self.params,
-            Field::Result => &mut self.result,
-            Field::Error => &mut self.error,
-        }
     }
 }
 
@@ -193,7 +203,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
     // Nearly every message starts so: its first member is read in one comparison.
     const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
     if strings::block_at::<16>(bytes, pos) == Some(JSONRPC) {
-        fields.jsonrpc = bytes.get(pos + 10..pos + 15);
+        fields.slots[Field::Jsonrpc as usize] = bytes.get(pos + 10..pos + 15);
         (pos, next) = values::skip_ws(bytes, pos + 16);
     }
     loop {
@@ -222,7 +232,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
             _ => values::value_end(bytes, start, stack, 1)?,
         };
         if let Some(field) = field {
-            let slot = fields.get_mut(field);
+            let slot = &mut fields.slots[field as usize];
             if slot.is_some() {
                 return Err(("duplicate field", key_start));
             }
