@@ -216,9 +216,9 @@ impl Outbox {
         (outbox, inbox)
     }
 
-    /// Queues one message; returns false if the writer is gone. A message that is copied (a
-    /// small one, for a writer task) can be lent: the relay's hot path does not take a reference
-    /// to the line it read only to drop it here.
+    /// Queues one message; returns false if the writer is gone. A small message for a writer task
+    /// is copied from its bytes; only a message queued whole is made a shared `Bytes`, so a line
+    /// lent from a read buffer never gets a reference count of its own on its way through.
     pub fn send(&self, msg: impl Outgoing) -> bool {
         let len = msg.bytes().len();
         let mut queue = self.shared.lock();

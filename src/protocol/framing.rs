@@ -314,8 +314,9 @@ impl LineSplitter {
         }
         self.returned = Some(match self.returned.take() {
             None => lines,
-            // Not reached (lines are only lent once the ones given back are taken), but kept in
-            // order if it were: the older lines first.
+            // Not reached: the instance holds one set of lent lines at a time, and lending hands
+            // out the ones given back first. Were it reached, both are kept, those given back
+            // earlier first.
             Some(older) => {
                 let mut both = BytesMut::from(&older.buffer[older.pos..]);
                 both.extend_from_slice(&lines.buffer[lines.pos..]);
