@@ -144,7 +144,7 @@ proptest! {
         prop_assert!(top.is_ok(), "{:?}: {text}", top);
         if let (Ok(Top::Object(fields)), serde_json::Value::Object(map)) = (top, &value) {
             let raw: std::collections::HashMap<String, &RawValue> = serde_json::from_str(&text).unwrap_or_default();
-            for (key, got) in [("id", fields.id), ("method", fields.method), ("params", fields.params), ("result", fields.result)] {
+            for (key, got) in [("id", fields.id()), ("method", fields.method()), ("params", fields.params()), ("result", fields.result())] {
                 prop_assert_eq!(got, raw.get(key).map(|r| r.get().as_bytes()), "{}", key);
                 prop_assert_eq!(got.is_some(), map.contains_key(key));
             }
