@@ -183,23 +183,35 @@ impl Discard {
 }
 
 /// The index of the first `\n` in `bytes`. Most lines are short and the buffer holds many: their
-/// end is found 16 bytes at a time inline, where memchr's dispatch and set-up cost more than the
-/// search itself; a long line goes on with memchr's wider loop.
+/// end is found 32 bytes at a time inline (two 16-byte compares, one test), where memchr's
+/// dispatch and set-up cost more than the search itself; a long line goes on with memchr's wider
+/// loop.
 fn find_newline(bytes: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
         use safe_arch::*;
         let newline = set_splat_i8_m128i(b'\n' as i8);
+        let newlines =
+            |block: &[u8; 16]| move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(block), newline));
         let mut searched = 0;
-        while let Some(chunk) = bytes.get(searched..).and_then(<[u8]>::first_chunk::<16>) {
-            let found = move_mask_i8_m128i(cmp_eq_mask_i8_m128i(load_unaligned_m128i(chunk), newline));
+        // Two blocks per test: a line of 100 bytes is four steps, not seven.
+        while let Some(pair) = bytes.get(searched..).and_then(<[u8]>::first_chunk::<32>) {
+            let (Some(a), Some(b)) = (pair.first_chunk::<16>(), pair.last_chunk::<16>()) else { break };
+            let found = newlines(a) as u32 | (newlines(b) as u32) << 16;
+            if found != 0 {
+                return Some(searched + found.trailing_zeros() as usize);
+            }
+            searched += 32;
+            if searched == 128 {
+                break;
+            }
+        }
+        if let Some(block) = bytes.get(searched..).and_then(<[u8]>::first_chunk::<16>) {
+            let found = newlines(block);
             if found != 0 {
                 return Some(searched + found.trailing_zeros() as usize);
             }
             searched += 16;
-            if searched == 128 {
-                break;
-            }
         }
         memchr::memchr(b'\n', &bytes[searched..]).map(|i| searched + i)
     }
