@@ -437,17 +437,9 @@ mod tests {
         }
     }
 
+    /// Every frame of `chunks`, pushed one after another.
     fn split_all(chunks: &[&[u8]], max: usize) -> Vec<Frame> {
-        let mut s = LineSplitter::new(max);
-        let mut out = Vec::new();
-        for c in chunks {
-            s.push(c);
-            while let Some(f) = s.next_frame() {
-                out.push(f);
-            }
-        }
-        out.extend(s.finish());
-        out
+        lend_all(chunks, max, 0)
     }
 
     fn line(s: &str) -> Frame {
@@ -499,7 +491,7 @@ mod tests {
     }
 
     /// [`split_all`] as the instance reads: a frame, then lines lent `k` at a time with the rest
-    /// given back, frames again when none are lent.
+    /// given back, frames again when none are lent (`k` = 0: frames only).
     fn lend_all(chunks: &[&[u8]], max: usize, k: usize) -> Vec<Frame> {
         let mut s = LineSplitter::new(max);
         let mut out = Vec::new();
@@ -507,7 +499,7 @@ mod tests {
             s.push(c);
             while let Some(f) = s.next_frame() {
                 out.push(f);
-                while let Some(mut lines) = s.lend_lines() {
+                while let Some(mut lines) = if k > 0 { s.lend_lines() } else { None } {
                     for _ in 0..k {
                         match lines.next_line() {
                             Some(Lent::Line(line)) => out.push(Frame::Line(line.to_bytes())),
