@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use mcpvisor::protocol::framing::{Frame, LineSplitter};
-use mcpvisor::protocol::json_scan::{self, Top};
+use mcpvisor::protocol::json_scan::{self, Field, Top};
 use mcpvisor::protocol::jsonrpc;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -144,7 +144,7 @@ proptest! {
         prop_assert!(top.is_ok(), "{:?}: {text}", top);
         if let (Ok(Top::Object(fields)), serde_json::Value::Object(map)) = (top, &value) {
             let raw: std::collections::HashMap<String, &RawValue> = serde_json::from_str(&text).unwrap_or_default();
-            for (key, got) in [("id", fields.id()), ("method", fields.method()), ("params", fields.params()), ("result", fields.result())] {
+            for (key, got) in [("id", fields.get(Field::Id)), ("method", fields.get(Field::Method)), ("params", fields.get(Field::Params)), ("result", fields.get(Field::Result))] {
                 prop_assert_eq!(got, raw.get(key).map(|r| r.get().as_bytes()), "{}", key);
                 prop_assert_eq!(got.is_some(), map.contains_key(key));
             }

@@ -18,7 +18,7 @@ use super::id::json_string;
 pub use super::id::Id;
 use super::method::MethodClass;
 
-use crate::protocol::json_scan::{self, Fields, ScanError, Shape};
+use crate::protocol::json_scan::{self, Field, Fields, ScanError, Shape};
 
 /// Standard JSON-RPC error codes used by mcpvisor.
 pub const PARSE_ERROR: i64 = -32700;
@@ -194,12 +194,12 @@ fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
 fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     let id = match raw.id_int {
         Some(n) => Some(Id::Int(n)),
-        None => raw.id().and_then(Id::from_json_bytes),
+        None => raw.get(Field::Id).and_then(Id::from_json_bytes),
     };
-    if raw.jsonrpc() != Some(b"\"2.0\"") {
+    if raw.get(Field::Jsonrpc) != Some(b"\"2.0\"") {
         return invalid(id, "\"jsonrpc\" must be \"2.0\"");
     }
-    let method = match raw.method() {
+    let method = match raw.get(Field::Method) {
         Some(text) => {
             match text.starts_with(b"\"").then(|| known_method(text).or_else(|| unknown_method(text))).flatten() {
                 Some(method) => Some(method),
@@ -208,13 +208,13 @@ fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
         }
         None => None,
     };
-    let kind = match (method, raw.id()) {
+    let kind = match (method, raw.get(Field::Id)) {
         (Some((method, _)), None) => Kind::Notification { method },
         (Some((method, class)), Some(_)) => match id {
             Some(id) => Kind::Request { id, method, class },
             None => return invalid(None, "request id must be a string or a number"),
         },
-        (None, Some(_)) => match (id, raw.result().is_some(), raw.error().is_some()) {
+        (None, Some(_)) => match (id, raw.get(Field::Result).is_some(), raw.get(Field::Error).is_some()) {
             (Some(id), true, false) => Kind::Response { id, is_error: false },
             (Some(id), false, true) => Kind::Response { id, is_error: true },
             (id, _, _) => return invalid(id, "a response needs an id and exactly one of result or error"),
@@ -223,10 +223,10 @@ fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     };
     Envelope {
         kind,
-        params: raw.params().map(Json),
-        result: raw.result().or(raw.error()).map(Json),
+        params: raw.get(Field::Params).map(Json),
+        result: raw.get(Field::Result).or(raw.get(Field::Error)).map(Json),
         raw: Json(b""),
-        id_text: raw.id().map(Json),
+        id_text: raw.get(Field::Id).map(Json),
     }
 }
 

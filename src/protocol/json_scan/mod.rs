@@ -52,34 +52,15 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    pub fn jsonrpc(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Jsonrpc as usize]
-    }
-
-    pub fn id(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Id as usize]
-    }
-
-    pub fn method(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Method as usize]
-    }
-
-    pub fn params(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Params as usize]
-    }
-
-    pub fn result(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Result as usize]
-    }
-
-    pub fn error(&self) -> Option<&'a [u8]> {
-        self.slots[Field::Error as usize]
+    /// The raw text of `field`, if the object has it.
+    pub fn get(&self, field: Field) -> Option<&'a [u8]> {
+        self.slots[field as usize]
     }
 }
 
 /// One of the [`Fields`].
-#[derive(Clone, Copy)]
-enum Field {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
     Jsonrpc,
     Id,
     Method,

@@ -21,17 +21,17 @@ fn finds_top_level_fields_and_ignores_nested_ones() {
     let text =
         r#" {"jsonrpc":"2.0","params":{"id":9,"method":"no"},"id":"a\"b","method":"x/y","other":[1,{"result":2}]} "#;
     let Ok(Top::Object(f)) = scan(text) else { panic!("not an object") };
-    assert_eq!(f.jsonrpc(), b(r#""2.0""#));
-    assert_eq!(f.id(), b(r#""a\"b""#));
-    assert_eq!(f.method(), b(r#""x/y""#));
-    assert_eq!(f.params(), b(r#"{"id":9,"method":"no"}"#));
-    assert_eq!(f.result(), None);
+    assert_eq!(f.get(Field::Jsonrpc), b(r#""2.0""#));
+    assert_eq!(f.get(Field::Id), b(r#""a\"b""#));
+    assert_eq!(f.get(Field::Method), b(r#""x/y""#));
+    assert_eq!(f.get(Field::Params), b(r#"{"id":9,"method":"no"}"#));
+    assert_eq!(f.get(Field::Result), None);
 }
 
 #[test]
 fn escaped_keys_are_decoded_and_duplicates_refused() {
     let Ok(Top::Object(f)) = scan(r#"{"\u0069d":1}"#) else { panic!() };
-    assert_eq!(f.id(), b("1"));
+    assert_eq!(f.get(Field::Id), b("1"));
     assert!(scan(r#"{"id":1,"id":2}"#).is_err());
     assert!(scan(r#"{"x":1,"x":2}"#).is_ok());
     assert!(scan(r#"{"\ud800":1}"#).is_err());
@@ -40,8 +40,8 @@ fn escaped_keys_are_decoded_and_duplicates_refused() {
 #[test]
 fn compact_and_spaced_keys_are_the_same_field() {
     let Ok(Top::Object(f)) = scan(r#"{"jsonrpc":"2.0","id":7,"method":"m","params":{},"error":1}"#) else { panic!() };
-    assert_eq!((f.jsonrpc(), f.id(), f.method()), (b(r#""2.0""#), b("7"), b(r#""m""#)));
-    assert_eq!((f.params(), f.error()), (b("{}"), b("1")));
+    assert_eq!((f.get(Field::Jsonrpc), f.get(Field::Id), f.get(Field::Method)), (b(r#""2.0""#), b("7"), b(r#""m""#)));
+    assert_eq!((f.get(Field::Params), f.get(Field::Error)), (b("{}"), b("1")));
     assert!(scan(r#"{"id":1, "id" :2}"#).is_err());
     assert!(scan(r#"{"result" :1,"result":2}"#).is_err());
     assert!(scan(r#"{"idx":1,"id":2}"#).is_ok());
@@ -53,10 +53,10 @@ fn compact_and_spaced_keys_are_the_same_field() {
 fn the_usual_first_member_is_read_like_any_other() {
     for text in [r#"{"jsonrpc":"2.0","id":1}"#, r#"{"jsonrpc":"2.0", "id" : 1 }"#, r#"{ "jsonrpc" : "2.0" , "id":1}"#] {
         let Ok(Top::Object(f)) = scan(text) else { panic!("{text}") };
-        assert_eq!((f.jsonrpc(), f.id()), (b(r#""2.0""#), b("1")), "{text}");
+        assert_eq!((f.get(Field::Jsonrpc), f.get(Field::Id)), (b(r#""2.0""#), b("1")), "{text}");
     }
     let Ok(Top::Object(f)) = scan(r#"{"jsonrpc":"2.0"}"#) else { panic!() };
-    assert_eq!(f.jsonrpc(), b(r#""2.0""#));
+    assert_eq!(f.get(Field::Jsonrpc), b(r#""2.0""#));
     assert!(scan(r#"{"jsonrpc":"2.0",}"#).is_err());
     assert!(scan(r#"{"jsonrpc":"2.0","#).is_err());
     assert_eq!(scan(r#"{"jsonrpc":"2.0","jsonrpc":"2.0"}"#).map(|_| ()).map_err(|e| e.what), Err("duplicate field"));
