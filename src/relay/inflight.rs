@@ -4,7 +4,6 @@
 //! itself (liveness probes, session replay) use ids from [`OwnIds`], which carry a reserved prefix
 //! and are checked against the client's table so they can never collide with a client id.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
@@ -13,6 +12,8 @@ use smol_str::SmolStr;
 
 use crate::protocol::jsonrpc::Id;
 use crate::protocol::method::MethodClass;
+
+use super::id_table::IdTable;
 
 /// A map keyed by request id. Every message does a lookup, and SipHash was a visible share of the
 /// relay's time; foldhash is several times faster and still seeded per process, so ids chosen to
@@ -71,7 +72,7 @@ impl Default for Epoch {
 /// as a few vector stores rather than a call to `memcpy`.
 #[derive(Debug, Default)]
 pub struct ClientTable {
-    map: IdMap<ClientRequest>,
+    map: IdTable<ClientRequest>,
     /// `--request-timeout`: a request's deadline is its arrival plus this.
     timeout: Option<Duration>,
     epoch: Epoch,
@@ -109,20 +110,16 @@ impl ClientTable {
         let _ = self.try_insert(id, req);
     }
 
-    /// Inserts a request under an id that is not in the table and returns it, else hands the
-    /// request back. One lookup: every client request takes this path.
-    pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<&ClientRequest, ClientRequest> {
-        let deadline = self.deadline(&req);
-        match self.map.entry(id) {
-            Entry::Occupied(_) => Err(req),
-            Entry::Vacant(slot) => {
-                if let Some(d) = deadline {
-                    self.deadlines.insert((d, req.seq), slot.key().clone());
-                }
-                self.awaiting += usize::from(owed(&req));
-                Ok(slot.insert(req))
-            }
+    /// Inserts a request under an id that is not in the table, else hands the request back.
+    pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<(), ClientRequest> {
+        let (deadline, seq, owes) = (self.deadline(&req), req.seq, owed(&req));
+        let key = deadline.map(|d| ((d, seq), id.clone()));
+        self.map.try_insert(id, req)?;
+        if let Some((at, id)) = key {
+            self.deadlines.insert(at, id);
         }
+        self.awaiting += usize::from(owes);
+        Ok(())
     }
 
     pub fn remove(&mut self, id: &Id) -> Option<ClientRequest> {
@@ -151,7 +148,7 @@ impl ClientTable {
     }
 
     pub fn contains(&self, id: &Id) -> bool {
-        self.map.contains_key(id)
+        self.map.contains(id)
     }
 
     pub fn len(&self) -> usize {
@@ -191,7 +188,7 @@ impl ClientTable {
 
     /// Removes and returns every request the child had been sent, oldest first.
     pub fn take_sent(&mut self) -> Vec<(Id, ClientRequest)> {
-        let ids: Vec<Id> = self.map.iter().filter(|(_, r)| r.sent).map(|(id, _)| id.clone()).collect();
+        let ids: Vec<Id> = self.map.iter().filter(|(_, r)| r.sent).map(|(id, _)| id).collect();
         let mut out: Vec<(Id, ClientRequest)> =
             ids.into_iter().filter_map(|id| self.remove(&id).map(|r| (id, r))).collect();
         out.sort_by_key(|(_, r)| r.seq);
@@ -202,7 +199,7 @@ impl ClientTable {
     pub fn take_all(&mut self) -> Vec<(Id, ClientRequest)> {
         self.deadlines.clear();
         self.awaiting = 0;
-        let mut out: Vec<(Id, ClientRequest)> = self.map.drain().collect();
+        let mut out = self.map.drain();
         out.sort_by_key(|(_, r)| r.seq);
         out
     }
@@ -304,7 +301,7 @@ mod tests {
         assert_eq!(t.take_expired(epoch + Duration::from_secs(2)).len(), 1);
         assert_eq!(t.awaiting_child(), 1);
         t.insert(Id::string("b"), req(3, 1500, false));
-        assert_eq!(t.try_insert(Id::string("b"), req(4, 1500, true)).map(|r| r.seq).map_err(|r| r.seq), Err(4));
+        assert_eq!(t.try_insert(Id::string("b"), req(4, 1500, true)).map_err(|r| r.seq), Err(4));
         assert_eq!(t.awaiting_child(), 0);
         t.remove(&Id::string("b"));
         assert_eq!((t.awaiting_child(), t.len()), (0, 0));
