@@ -155,6 +155,7 @@ pub enum NotJson {
 }
 
 /// Classifies one line. Fails only when the line is not UTF-8 JSON.
+#[inline(always)]
 pub fn parse(line: &[u8]) -> Result<Message<'_>, NotJson> {
     let mut fields = Fields::default();
     let shape = match json_scan::scan_into(line, &mut fields) {
@@ -191,6 +192,7 @@ fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
     Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: Json(b""), id_text: None }
 }
 
+#[inline(always)]
 fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     let id = match raw.id_int {
         Some(n) => Some(Id::Int(n)),
