@@ -11,6 +11,7 @@
 //! An integer id inside the window's range may still be in the map (it was put there before the
 //! window reached it): lookups try the slot, then the map; an insert checks both.
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 use crate::protocol::jsonrpc::Id;
@@ -80,20 +81,23 @@ impl<V> IdTable<V> {
         self.get(id).is_some()
     }
 
-    /// Inserts `value` under an id that is not in the table, else hands it back.
+    /// Inserts `value` under an id that is not in the table, else hands it back. Any other id than
+    /// an integer is looked up once, its check and its insert one operation on the map.
     pub fn try_insert(&mut self, id: Id, value: V) -> Result<(), V> {
+        let Id::Int(n) = id else {
+            return match self.map.entry(id) {
+                Entry::Occupied(_) => Err(value),
+                Entry::Vacant(slot) => {
+                    slot.insert(value);
+                    Ok(())
+                }
+            };
+        };
         if self.contains(&id) {
             return Err(value);
         }
-        match id {
-            Id::Int(n) => {
-                if let Err(value) = self.insert_in_window(n, value) {
-                    self.map.insert(id, value);
-                }
-            }
-            id => {
-                self.map.insert(id, value);
-            }
+        if let Err(value) = self.insert_in_window(n, value) {
+            self.map.insert(id, value);
         }
         Ok(())
     }
