@@ -225,3 +225,19 @@ fn invalid_utf8_is_found_at_every_offset_and_outside_strings() {
     }
     assert!(super::scan("[é]".as_bytes()).is_err());
 }
+
+#[test]
+fn blocks_are_taken_exactly_where_they_fit() {
+    use super::strings::block_at;
+    let bytes: Vec<u8> = (0..20).collect();
+    for i in 0..=4 {
+        assert_eq!(block_at::<16>(&bytes, i).map(|b| b[0]), Some(i as u8));
+    }
+    for i in [5, 19, 20, 21, usize::MAX - 15, usize::MAX] {
+        assert_eq!(block_at::<16>(&bytes, i), None, "at {i}");
+    }
+    assert_eq!(block_at::<16>(&bytes[..15], 0), None);
+    assert_eq!(block_at::<16>(&bytes[..15], usize::MAX), None);
+    assert_eq!(block_at::<16>(&bytes[..16], 0).map(|b| b[15]), Some(15));
+    assert_eq!(block_at::<8>(&[], 0), None);
+}
