@@ -50,10 +50,14 @@ impl<V> IdTable<V> {
         IdTable { base: 0, slots: VecDeque::new(), in_slots: 0, map: IdMap::default(), max_slots }
     }
 
+    /// How far integer id `n` is past the window's first id (`None` before it).
+    fn offset(&self, n: i64) -> Option<usize> {
+        usize::try_from(n.checked_sub(self.base)?).ok()
+    }
+
     /// The slot of integer id `n`, if the window covers it.
     fn slot_of(&self, n: i64) -> Option<usize> {
-        let offset = usize::try_from(n.checked_sub(self.base)?).ok()?;
-        (offset < self.slots.len()).then_some(offset)
+        self.offset(n).filter(|&offset| offset < self.slots.len())
     }
 
     pub fn get(&self, id: &Id) -> Option<&V> {
@@ -109,7 +113,7 @@ impl<V> IdTable<V> {
             self.slots.clear();
             self.base = n;
         }
-        let Some(offset) = n.checked_sub(self.base).and_then(|o| usize::try_from(o).ok()) else {
+        let Some(offset) = self.offset(n) else {
             return Err(value);
         };
         if offset < self.slots.len() {
