@@ -81,7 +81,7 @@ impl<I: ClientInput> Instance<I> {
             self.on_own_response(purpose, is_error, result.map(Json::get));
             return;
         }
-        match self.client_reqs.remove(id) {
+        match self.client_reqs.answered(id) {
             Some(req) => {
                 if !is_error {
                     self.session.on_child_result(id, req.class, result);

@@ -203,7 +203,12 @@ fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     }
     let method = match raw.get(Field::Method) {
         Some(text) => {
-            match text.starts_with(b"\"").then(|| known_method(text).or_else(|| unknown_method(text))).flatten() {
+            let method = match known_method(text) {
+                Some(method) if text.starts_with(b"\"") => Some(method),
+                _ if text.starts_with(b"\"") => unknown_method(text),
+                _ => None,
+            };
+            match method {
                 Some(method) => Some(method),
                 None => return invalid(id, "\"method\" must be a string"),
             }

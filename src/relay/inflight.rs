@@ -82,6 +82,19 @@ pub struct ClientTable {
     awaiting: usize,
 }
 
+/// What the relay needs of a request when its answer comes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answered {
+    pub class: MethodClass,
+    /// When it arrived, in [`Epoch::ticks`].
+    pub received: u64,
+}
+
+/// A request's deadline in ticks, with the table's `timeout`.
+fn deadline_of(timeout: Option<Duration>, req: &ClientRequest) -> Option<u64> {
+    timeout.map(|t| req.received.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)))
+}
+
 /// Whether a request counts as one the child is working on.
 fn owed(req: &ClientRequest) -> bool {
     req.sent && req.class != MethodClass::Listen
@@ -100,7 +113,7 @@ impl ClientTable {
 
     /// A request's deadline, in ticks.
     fn deadline(&self, req: &ClientRequest) -> Option<u64> {
-        self.timeout.map(|t| req.received.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)))
+        deadline_of(self.timeout, req)
     }
 
     /// Inserts a request, replacing any under the same id.
@@ -124,15 +137,27 @@ impl ClientTable {
 
     pub fn remove(&mut self, id: &Id) -> Option<ClientRequest> {
         let req = self.map.remove(id)?;
-        self.forget(&req);
+        self.forget(self.deadline(&req), req.seq, owed(&req));
         Some(req)
     }
 
-    fn forget(&mut self, req: &ClientRequest) {
-        if let Some(d) = self.deadline(req) {
-            self.deadlines.remove(&(d, req.seq));
+    /// Removes the request `id` that was just answered: what timing the answer and the session
+    /// need of it. (Every response takes this path: the entry is dropped in place, not moved out.)
+    pub fn answered(&mut self, id: &Id) -> Option<Answered> {
+        let timeout = self.timeout;
+        let (answered, deadline, seq, owes) = self.map.remove_with(id, |req| {
+            let answered = Answered { class: req.class, received: req.received };
+            (answered, deadline_of(timeout, req), req.seq, owed(req))
+        })?;
+        self.forget(deadline, seq, owes);
+        Some(answered)
+    }
+
+    fn forget(&mut self, deadline: Option<u64>, seq: u64, owed: bool) {
+        if let Some(d) = deadline {
+            self.deadlines.remove(&(d, seq));
         }
-        self.awaiting -= usize::from(owed(req));
+        self.awaiting -= usize::from(owed);
     }
 
     pub fn get(&self, id: &Id) -> Option<&ClientRequest> {
@@ -321,6 +346,21 @@ mod tests {
         assert_eq!(expired.len(), 1);
         assert_eq!(expired[0].0, Id::string("a"));
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn an_answered_request_leaves_the_table_its_deadline_and_the_count() {
+        let epoch = Instant::now();
+        let mut t = ClientTable::new(Some(Duration::from_secs(1)), Epoch::new(epoch));
+        t.insert(Id::Int(1), req(1, 5, true));
+        t.insert(Id::string("b"), req(2, 7, true));
+        let answered = t.answered(&Id::Int(1));
+        assert_eq!(answered, Some(Answered { class: MethodClass::Other, received: 5_000_000 }));
+        assert_eq!((t.awaiting_child(), t.len()), (1, 1));
+        assert_eq!(t.next_deadline(), Some(epoch + Duration::from_millis(1007)));
+        assert_eq!(t.answered(&Id::Int(1)), None);
+        assert_eq!(t.answered(&Id::string("b")).map(|a| a.received), Some(7_000_000));
+        assert_eq!((t.awaiting_child(), t.len(), t.next_deadline()), (0, 0, None));
     }
 
     #[test]
