@@ -186,6 +186,7 @@ impl<V> IdTable<V> {
     }
 
     /// After a slot was emptied: the window's start moves past the empty slots at its front.
+    #[inline(always)]
     fn slot_emptied(&mut self) {
         self.in_slots -= 1;
         while let Some(None) = self.slots.front() {
