@@ -99,6 +99,7 @@ impl<I: ClientInput> Instance<I> {
     /// Records a client request and sends it on, or queues it; answers it at once if it cannot be
     /// taken. The common case, a ready server and nothing queued, skips the queue's bookkeeping,
     /// and the id is looked up once: its check and its entry are one table operation.
+    #[inline(always)]
     fn take_client_request(
         &mut self,
         id: Id,
