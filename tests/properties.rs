@@ -2,8 +2,8 @@
 //! JSON scanner behind the envelope parser. serde_json is the oracle for what is valid JSON.
 
 use bytes::Bytes;
-use mcpvisor::protocol::framing::{Frame, LineSplitter};
-use mcpvisor::protocol::json_scan::{self, Field, Top};
+use mcpvisor::protocol::framing::{Frame, Lent, LineSplitter};
+use mcpvisor::protocol::json_scan::{self, Field, Fields, Top};
 use mcpvisor::protocol::jsonrpc;
 use proptest::prelude::*;
 use serde_json::value::RawValue;
@@ -192,6 +192,43 @@ proptest! {
                 Frame::Oversized { len, .. } => prop_assert!(*len > max),
             }
         }
+    }
+
+    /// Lent lines that are JSON objects are found by scanning them, their newline not searched
+    /// for: they must be the same lines as the splitter's frames (objects valid and not, spaces
+    /// or `\r` before the newline, blank lines, lines over the limit), and their fields those a
+    /// scan of the line alone finds.
+    #[test]
+    fn lent_objects_are_the_frames_and_their_fields_a_scan_of_the_line(
+        lines in prop::collection::vec(prop_oneof![
+            json_value().prop_map(|v| v.to_string()),
+            prop::collection::vec(token(), 0..12).prop_map(|t| format!("{{{}", t.concat())),
+            "[{} \r]{0,3}",
+        ], 0..10),
+        max in prop_oneof![1usize..40, Just(1 << 20)],
+    ) {
+        let input = lines.join("\n").into_bytes();
+        let (want, _) = frames(&input, &[], max);
+        let mut s = LineSplitter::new(max);
+        s.push(&input);
+        let mut got = Vec::new();
+        while let Some(mut lent) = s.lend_lines() {
+            loop {
+                let mut fields = Fields::default();
+                match lent.next_line(&mut fields) {
+                    Some(Lent::Object(line)) => {
+                        let alone = json_scan::scan(&line);
+                        prop_assert_eq!(alone, Ok(Top::Object(fields)), "{:?}", String::from_utf8_lossy(&line));
+                        got.push(Frame::Line(line.to_bytes()));
+                    }
+                    Some(Lent::Line(line)) => got.push(Frame::Line(line.to_bytes())),
+                    Some(Lent::Oversized(frame)) => got.push(frame),
+                    None => break,
+                }
+            }
+        }
+        got.extend(s.finish());
+        prop_assert_eq!(got, want);
     }
 
     #[test]

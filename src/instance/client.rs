@@ -46,7 +46,8 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
-    fn on_client_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
+    /// A client line that is one message (lent already scanned, or parsed from a line).
+    pub(super) fn on_client_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
         match env.kind {
             Kind::Request { id, method, class } => self.take_client_request(id, method, class, env.params, line),
             Kind::Notification { method } => self.on_client_notification(&method, env.params, line),

@@ -43,6 +43,8 @@ use crate::observe::status::State;
 use crate::port::{ClientInput, ClientPort};
 use crate::process::{Child, ChildExit, Pipes, Scope, SharedTail, SpawnError};
 use crate::protocol::framing::{Frame, FramedReader, Lent};
+use crate::protocol::json_scan::Fields;
+use crate::protocol::jsonrpc;
 use crate::relay::batch::Batches;
 use crate::relay::inflight::{ClientTable, Epoch, IdMap, IdSet, OwnIds, ServerRequest};
 use crate::relay::queue::Queue;
@@ -368,7 +370,9 @@ impl<I: ClientInput> Instance<I> {
         let mut budget = BATCH - 1;
         if let Some(mut lines) = self.client.input.lend_lines() {
             while budget > 0 && self.reading_client() {
-                match lines.next_line() {
+                let mut fields = Fields::default();
+                match lines.next_line(&mut fields) {
+                    Some(Lent::Object(line)) => self.on_client_message(jsonrpc::classify(&fields), line),
                     Some(Lent::Line(line)) => self.on_client_line(line),
                     Some(Lent::Oversized(frame)) => self.on_client_frame(frame),
                     None => break,
@@ -391,7 +395,9 @@ impl<I: ClientInput> Instance<I> {
         let Some(mut lines) = self.child_out.as_mut().and_then(FramedReader::lend_lines) else { return };
         let mut budget = BATCH - 1;
         while budget > 0 && self.reading_child() {
-            match lines.next_line() {
+            let mut fields = Fields::default();
+            match lines.next_line(&mut fields) {
+                Some(Lent::Object(line)) => self.on_child_message(jsonrpc::classify(&fields), line),
                 Some(Lent::Line(line)) => self.on_child_line(line),
                 Some(Lent::Oversized(frame)) => self.on_child_frame(frame),
                 None => break,

@@ -12,7 +12,7 @@ use crate::lifecycle::Cause;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::{Frame, LineRef};
-use crate::protocol::jsonrpc::{self, Id, Json, Kind, Message};
+use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message};
 use crate::relay::inflight::{OwnPurpose, ServerRequest};
 
 impl<I: ClientInput> Instance<I> {
@@ -38,19 +38,10 @@ impl<I: ClientInput> Instance<I> {
 
     /// A server line, owned by a frame or lent from the read buffer.
     pub(super) fn on_child_line(&mut self, line: LineRef<'_>) {
-        self.liveness.output(self.now);
         match jsonrpc::parse(&line) {
-            Ok(Message::Single(env)) => match env.kind {
-                Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, line),
-                Kind::Request { id, method, .. } => {
-                    self.orphaned_server_reqs.remove(&id);
-                    self.server_reqs.insert(id, ServerRequest { method });
-                    self.send_to_client(line);
-                }
-                Kind::Notification { .. } => self.send_to_client(line),
-                Kind::Invalid { id, .. } => self.divert(&line, id),
-            },
+            Ok(Message::Single(env)) => self.on_child_message(env, line),
             Ok(Message::Batch(items)) => {
+                self.liveness.output(self.now);
                 if items.iter().all(|e| matches!(e.kind, Kind::Invalid { .. })) {
                     self.divert(&line, None);
                     return;
@@ -69,10 +60,26 @@ impl<I: ClientInput> Instance<I> {
                 self.send_to_client(line);
             }
             Err(_) => {
+                self.liveness.output(self.now);
                 // A broken response must not leave its request hanging: if it names one, fail it.
                 let id = (line.first() == Some(&b'{')).then(|| jsonrpc::sniff_id(&line)).flatten();
                 self.divert(&line, id);
             }
+        }
+    }
+
+    /// A server line that is one message (lent already scanned, or parsed from a line).
+    pub(super) fn on_child_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
+        self.liveness.output(self.now);
+        match env.kind {
+            Kind::Response { id, is_error } => self.on_child_response(&id, is_error, env.result, line),
+            Kind::Request { id, method, .. } => {
+                self.orphaned_server_reqs.remove(&id);
+                self.server_reqs.insert(id, ServerRequest { method });
+                self.send_to_client(line);
+            }
+            Kind::Notification { .. } => self.send_to_client(line),
+            Kind::Invalid { id, .. } => self.divert(&line, id),
         }
     }
 

@@ -19,6 +19,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::json_scan::{self, Fields};
+
 /// How many leading bytes of an oversized line are kept for logging and id recovery.
 pub const OVERSIZED_HEAD: usize = 4096;
 
@@ -87,6 +89,9 @@ impl std::ops::Deref for LineRef<'_> {
 #[derive(Debug)]
 pub enum Lent<'a> {
     Line(LineRef<'a>),
+    /// A line that is a JSON object, already scanned: its fields were written to the
+    /// [`Fields`] given to [`Lines::next_line`].
+    Object(LineRef<'a>),
     Oversized(Frame),
 }
 
@@ -101,21 +106,32 @@ pub struct Lines {
 }
 
 impl Lines {
-    /// The next line that is not blank, without its terminator.
-    pub fn next_line(&mut self) -> Option<Lent<'_>> {
+    /// The next line that is not blank, without its terminator. A line that is exactly a JSON
+    /// object (nearly every line of MCP traffic) is found by scanning it
+    /// ([`json_scan::scan_line_into`]), which also finds its end, and lent as [`Lent::Object`]
+    /// with its fields in `fields` (which must start empty): its newline is not searched for
+    /// first, nor is it scanned again. Any other line is found by its newline.
+    pub fn next_line<'s>(&'s mut self, fields: &mut Fields<'s>) -> Option<Lent<'s>> {
+        let buffer = &self.buffer;
+        if let Some(rest) = buffer.get(self.pos..) {
+            if let Some(len) = json_scan::scan_line_into(rest, fields).filter(|&len| len <= self.max) {
+                self.pos += len + 1;
+                return Some(Lent::Object(LineRef { text: &rest[..len], buffer }));
+            }
+        }
         loop {
-            let rest = self.buffer.get(self.pos..).filter(|rest| !rest.is_empty())?;
+            let rest = buffer.get(self.pos..).filter(|rest| !rest.is_empty())?;
             // The buffer ends with a newline: there is one.
             let len = find_newline(rest).unwrap_or(rest.len());
             let start = self.pos;
             self.pos += len + 1;
             let text = without_cr(&rest[..len]);
             if text.len() > self.max {
-                let head = self.buffer.slice(start..start + OVERSIZED_HEAD.min(text.len()));
+                let head = buffer.slice(start..start + OVERSIZED_HEAD.min(text.len()));
                 return Some(Lent::Oversized(Frame::Oversized { len: text.len(), head }));
             }
             if !is_blank(text) {
-                return Some(Lent::Line(LineRef { text, buffer: &self.buffer }));
+                return Some(Lent::Line(LineRef { text, buffer }));
             }
         }
     }
@@ -127,8 +143,8 @@ impl Lines {
 
     /// The next line as a frame of its own.
     fn next_frame(&mut self) -> Option<Frame> {
-        Some(match self.next_line()? {
-            Lent::Line(line) => Frame::Line(line.to_bytes()),
+        Some(match self.next_line(&mut Fields::default())? {
+            Lent::Line(line) | Lent::Object(line) => Frame::Line(line.to_bytes()),
             Lent::Oversized(frame) => frame,
         })
     }
@@ -501,8 +517,8 @@ mod tests {
                 out.push(f);
                 while let Some(mut lines) = if k > 0 { s.lend_lines() } else { None } {
                     for _ in 0..k {
-                        match lines.next_line() {
-                            Some(Lent::Line(line)) => out.push(Frame::Line(line.to_bytes())),
+                        match lines.next_line(&mut Fields::default()) {
+                            Some(Lent::Line(line) | Lent::Object(line)) => out.push(Frame::Line(line.to_bytes())),
                             Some(Lent::Oversized(frame)) => out.push(frame),
                             None => break,
                         }
@@ -534,16 +550,16 @@ mod tests {
         let mut s = LineSplitter::new(100);
         s.push(b"a\nb\nc\npartial");
         let mut lines = s.lend_lines().expect("lines");
-        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"a"));
+        assert!(matches!(lines.next_line(&mut Fields::default()), Some(Lent::Line(l)) if &*l == b"a"));
         s.give_back(lines);
         s.push(b"-end\nd\n");
         assert_eq!(s.next_frame(), Some(line("b")));
         let mut lines = s.lend_lines().expect("the rest given back");
-        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"c"));
-        assert!(lines.next_line().is_none() && lines.is_empty());
+        assert!(matches!(lines.next_line(&mut Fields::default()), Some(Lent::Line(l)) if &*l == b"c"));
+        assert!(lines.next_line(&mut Fields::default()).is_none() && lines.is_empty());
         let mut lines = s.lend_lines().expect("what came after");
-        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"partial-end"));
-        assert!(matches!(lines.next_line(), Some(Lent::Line(l)) if &*l == b"d"));
+        assert!(matches!(lines.next_line(&mut Fields::default()), Some(Lent::Line(l)) if &*l == b"partial-end"));
+        assert!(matches!(lines.next_line(&mut Fields::default()), Some(Lent::Line(l)) if &*l == b"d"));
         assert!(s.lend_lines().is_none());
     }
 

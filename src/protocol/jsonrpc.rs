@@ -192,8 +192,10 @@ fn invalid(id: Option<Id>, reason: &'static str) -> Envelope<'static> {
     Envelope { kind: Kind::Invalid { id, reason }, params: None, result: None, raw: Json(b""), id_text: None }
 }
 
+/// Classifies an object from its scanned fields (what [`parse`] does after scanning a line, and
+/// what a line lent as `framing::Lent::Object` needs, its fields scanned with it).
 #[inline(always)]
-fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
+pub fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     let id = match raw.id_int {
         Some(n) => Some(Id::Int(n)),
         None => raw.get(Field::Id).and_then(Id::from_json_bytes),

@@ -141,34 +141,52 @@ pub fn scan_into<'a>(text: &'a [u8], fields: &mut Fields<'a>) -> Result<Shape<'a
     top(text, fields).map_err(|(what, at)| ScanError { what, at })
 }
 
+/// The length of the first line of `text` (the rest of a read buffer) if that line is exactly a
+/// JSON object followed by its newline, with the object's fields written to `fields` (which must
+/// start empty); `None` for anything else (an array, a scalar, whitespace or `\r` before the
+/// newline, a line that is not valid JSON), when the caller finds the line's end and scans it as
+/// usual, so that what is reported about a line never depends on this path. A newline is not
+/// whitespace here but the end of the text: a string cannot hold one and the grammar finds it
+/// unexpected anywhere else, so the scan never reads past the line. Finding the line's end this
+/// way saves searching for it first (about 50 instructions of a 100-byte message).
+#[inline(always)]
+pub fn scan_line_into<'a>(text: &'a [u8], fields: &mut Fields<'a>) -> Option<usize> {
+    if text.first() != Some(&b'{') {
+        return None;
+    }
+    let mut stack = Stack::default();
+    let end = top_object::<true>(text, 0, &mut stack, fields).ok()?;
+    (text.get(end) == Some(&b'\n')).then_some(end)
+}
+
 /// The fields of `text` if it is an object (`text` must already be known to be valid JSON, as an
 /// element of a scanned array is).
 pub fn object_fields(text: &[u8]) -> Option<Fields<'_>> {
-    let (pos, first) = values::skip_ws(text, 0);
+    let (pos, first) = values::skip_ws::<false>(text, 0);
     if first != b'{' {
         return None;
     }
     let mut stack = Stack::default();
     let mut fields = Fields::default();
-    top_object(text, pos, &mut stack, &mut fields).ok().map(|_| fields)
+    top_object::<false>(text, pos, &mut stack, &mut fields).ok().map(|_| fields)
 }
 
 fn top<'a>(bytes: &'a [u8], fields: &mut Fields<'a>) -> Scan<Shape<'a>> {
     let mut stack = Stack::default();
-    let (pos, first) = values::skip_ws(bytes, 0);
+    let (pos, first) = values::skip_ws::<false>(bytes, 0);
     let (shape, end) = match first {
-        b'{' => (Shape::Object, top_object(bytes, pos, &mut stack, fields)?),
+        b'{' => (Shape::Object, top_object::<false>(bytes, pos, &mut stack, fields)?),
         b'[' => {
             let (items, end) = top_array(bytes, pos, &mut stack)?;
             (Shape::Array(items), end)
         }
-        _ => (Shape::Scalar, values::value_end(bytes, pos, &mut stack, 0)?),
+        _ => (Shape::Scalar, values::value_end::<false>(bytes, pos, &mut stack, 0)?),
     };
     // A line usually ends with its value.
     if end == bytes.len() {
         return Ok(shape);
     }
-    match values::skip_ws(bytes, end) {
+    match values::skip_ws::<false>(bytes, end) {
         (at, _) if at < bytes.len() => Err(("trailing characters", at)),
         _ => Ok(shape),
     }
@@ -176,8 +194,8 @@ fn top<'a>(bytes: &'a [u8], fields: &mut Fields<'a>) -> Scan<Shape<'a>> {
 
 /// The top-level object from its `{` at `pos`, recording the interesting fields, and where it
 /// ends. Duplicates of those are refused, as serde_json refuses them for a struct.
-fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut Fields<'a>) -> Scan {
-    let (mut pos, mut next) = values::skip_ws(bytes, pos + 1);
+fn top_object<'a, const LINE: bool>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut Fields<'a>) -> Scan {
+    let (mut pos, mut next) = values::skip_ws::<LINE>(bytes, pos + 1);
     if next == b'}' {
         return Ok(pos + 1);
     }
@@ -185,7 +203,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
     const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
     if strings::block_at::<16>(bytes, pos) == Some(JSONRPC) {
         fields.slots[Field::Jsonrpc as usize] = bytes.get(pos + 10..pos + 15);
-        (pos, next) = values::skip_ws(bytes, pos + 16);
+        (pos, next) = values::skip_ws::<LINE>(bytes, pos + 16);
     }
     loop {
         let key_start = pos;
@@ -195,13 +213,13 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
                 Some(field)
             }
             None => {
-                let (after, field) = key_field(bytes, pos, next)?;
+                let (after, field) = key_field::<LINE>(bytes, pos, next)?;
                 pos = after;
                 field
             }
         };
         // Most members are a string or a number: those skip the container machinery.
-        let (start, first) = values::skip_ws(bytes, pos);
+        let (start, first) = values::skip_ws::<LINE>(bytes, pos);
         pos = match first {
             b'"' => values::string_end(bytes, start)?,
             b'1'..=b'9' if matches!(field, Some(Field::Id)) => {
@@ -210,7 +228,7 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
                 end
             }
             b'-' | b'0'..=b'9' => values::number_end(bytes, start)?,
-            _ => values::value_end(bytes, start, stack, 1)?,
+            _ => values::value_end::<LINE>(bytes, start, stack, 1)?,
         };
         if let Some(field) = field {
             let slot = &mut fields.slots[field as usize];
@@ -219,9 +237,9 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
             }
             *slot = bytes.get(start..pos);
         }
-        (pos, next) = values::skip_ws(bytes, pos);
+        (pos, next) = values::skip_ws::<LINE>(bytes, pos);
         match next {
-            b',' => (pos, next) = values::skip_ws(bytes, pos + 1),
+            b',' => (pos, next) = values::skip_ws::<LINE>(bytes, pos + 1),
             b'}' => return Ok(pos + 1),
             _ => return Err(("expected `,` or `}`", pos)),
         }
@@ -230,12 +248,12 @@ fn top_object<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut F
 
 /// A top-level key (its first byte `first` at `pos`) and its colon, in general: where the value
 /// starts and which field the key names, if any.
-fn key_field(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)> {
+fn key_field<const LINE: bool>(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)> {
     if first != b'"' {
         return Err(("expected a string key", pos));
     }
     let key_end = values::string_end(bytes, pos)?;
-    let after = values::colon(bytes, key_end)?;
+    let after = values::colon::<LINE>(bytes, key_end)?;
     let key = &bytes[pos..key_end];
     if !key.contains(&b'\\') {
         return Ok((after, Field::named(&key[1..key.len() - 1])));
@@ -249,17 +267,17 @@ fn key_field(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)
 /// The top-level array from its `[` at `pos`: the raw text of each element, and where it ends.
 fn top_array<'a>(bytes: &'a [u8], pos: usize, stack: &mut Stack) -> Scan<(Vec<&'a [u8]>, usize)> {
     let mut items = Vec::new();
-    let (mut pos, next) = values::skip_ws(bytes, pos + 1);
+    let (mut pos, next) = values::skip_ws::<false>(bytes, pos + 1);
     if next == b']' {
         return Ok((items, pos + 1));
     }
     loop {
         let start;
-        (start, _) = values::skip_ws(bytes, pos);
-        pos = values::value_end(bytes, start, stack, 1)?;
+        (start, _) = values::skip_ws::<false>(bytes, pos);
+        pos = values::value_end::<false>(bytes, start, stack, 1)?;
         items.extend(bytes.get(start..pos));
         let next;
-        (pos, next) = values::skip_ws(bytes, pos);
+        (pos, next) = values::skip_ws::<false>(bytes, pos);
         match next {
             b',' => pos += 1,
             b']' => return Ok((items, pos + 1)),

@@ -241,3 +241,32 @@ fn blocks_are_taken_exactly_where_they_fit() {
     assert_eq!(block_at::<16>(&bytes[..16], 0).map(|b| b[15]), Some(15));
     assert_eq!(block_at::<8>(&[], 0), None);
 }
+
+#[test]
+fn a_line_is_scanned_to_its_newline_and_never_past_it() {
+    let line = |text: &'static str| {
+        let mut fields = Fields::default();
+        scan_line_into(text.as_bytes(), &mut fields).map(|len| (len, fields))
+    };
+    let (len, fields) = line("{\"id\":7,\"method\":\"x\"}\n{\"id\":8}\n").expect("an object line");
+    assert_eq!(len, 21);
+    assert_eq!(fields.id_int, Some(7));
+    assert_eq!(fields.get(Field::Method), b("\"x\""));
+    assert_eq!(line("{}\n").map(|(len, _)| len), Some(2));
+    for not_so in [
+        "{\"id\":7}",     // no newline
+        "{\"id\":7}\r\n", // the usual path strips the `\r`
+        "{\"id\":7} \n",  // and skips trailing spaces
+        "{\"id\":7}{}\n", // and reports what trails
+        " {\"id\":7}\n",  // leading space
+        "[1]\n",          // not an object
+        "{\n\"id\":7}\n", // whitespace there, but it ends the line
+        "{\"id\":\n7}\n",
+        "{\"a\":\"b\n\"}\n", // a string cannot cross it
+        "{\"a\":tru\ne}\n",
+        "{\"a\":1\n,\"b\":2}\n",
+        "{\"a\":\"\\u12\n34\"}\n",
+    ] {
+        assert_eq!(line(not_so), None, "{not_so:?}");
+    }
+}

@@ -38,18 +38,20 @@ impl Stack {
 
 /// The first byte at or after `pos` that is not whitespace, and where it is (0 at the end of the
 /// text: a NUL byte is never valid there either). Compact JSON has none, so that is one test.
+/// With `LINE` a newline is not whitespace but where the text ends (see [`super::scan_line_into`]):
+/// whatever reads it as the next byte finds it unexpected.
 #[inline(always)]
-pub(super) fn skip_ws(bytes: &[u8], pos: usize) -> (usize, u8) {
+pub(super) fn skip_ws<const LINE: bool>(bytes: &[u8], pos: usize) -> (usize, u8) {
     match bytes.get(pos) {
         Some(&b) if b > b' ' => (pos, b),
-        _ => skip_ws_slow(bytes, pos),
+        _ => skip_ws_slow::<LINE>(bytes, pos),
     }
 }
 
 #[inline(never)]
-fn skip_ws_slow(bytes: &[u8], mut pos: usize) -> (usize, u8) {
+fn skip_ws_slow<const LINE: bool>(bytes: &[u8], mut pos: usize) -> (usize, u8) {
     while let Some(&b) = bytes.get(pos) {
-        if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+        if !matches!(b, b' ' | b'\t' | b'\r') && (LINE || b != b'\n') {
             return (pos, b);
         }
         pos += 1;
@@ -60,13 +62,13 @@ fn skip_ws_slow(bytes: &[u8], mut pos: usize) -> (usize, u8) {
 /// One complete value, from `pos` (whitespace first is allowed), with `base` containers already
 /// open around it. Containers nest iteratively: the kinds of those open inside the value are bits
 /// of a register, innermost lowest (1 for an object), the ones past 64 levels kept in `stack`.
-pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: usize) -> Scan {
+pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: usize) -> Scan {
     let mut depth = base;
     let mut open: u64 = 0;
     loop {
         // Here a value starts.
         let first;
-        (pos, first) = skip_ws(bytes, pos);
+        (pos, first) = skip_ws::<LINE>(bytes, pos);
         match first {
             b'"' => pos = string_end(bytes, pos)?,
             b'{' | b'[' => {
@@ -74,7 +76,7 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
                     return Err(("nesting too deep", pos));
                 }
                 let next;
-                (pos, next) = skip_ws(bytes, pos + 1);
+                (pos, next) = skip_ws::<LINE>(bytes, pos + 1);
                 // `}` and `]` come two after `{` and `[`: anything else starts the first member.
                 if next == first + 2 {
                     pos += 1;
@@ -86,7 +88,7 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
                     open = open << 1 | u64::from(object);
                     depth += 1;
                     if object {
-                        pos = key_colon(bytes, pos, next)?;
+                        pos = key_colon::<LINE>(bytes, pos, next)?;
                     }
                     continue;
                 }
@@ -104,14 +106,14 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
             }
             let in_object = open & 1 == 1;
             let next;
-            (pos, next) = skip_ws(bytes, pos);
+            (pos, next) = skip_ws::<LINE>(bytes, pos);
             match next {
                 b',' => {
                     pos += 1;
                     if in_object {
                         let first;
-                        (pos, first) = skip_ws(bytes, pos);
-                        pos = key_colon(bytes, pos, first)?;
+                        (pos, first) = skip_ws::<LINE>(bytes, pos);
+                        pos = key_colon::<LINE>(bytes, pos, first)?;
                     }
                     break;
                 }
@@ -132,16 +134,16 @@ pub(super) fn value_end(bytes: &[u8], mut pos: usize, stack: &mut Stack, base: u
 
 /// A key (its first byte `first` at `pos`) and the colon after it: where its value starts.
 #[inline(always)]
-pub(super) fn key_colon(bytes: &[u8], pos: usize, first: u8) -> Scan {
+pub(super) fn key_colon<const LINE: bool>(bytes: &[u8], pos: usize, first: u8) -> Scan {
     if first != b'"' {
         return Err(("expected a string key", pos));
     }
-    colon(bytes, string_end(bytes, pos)?)
+    colon::<LINE>(bytes, string_end(bytes, pos)?)
 }
 
 #[inline(always)]
-pub(super) fn colon(bytes: &[u8], pos: usize) -> Scan {
-    match skip_ws(bytes, pos) {
+pub(super) fn colon<const LINE: bool>(bytes: &[u8], pos: usize) -> Scan {
+    match skip_ws::<LINE>(bytes, pos) {
         (at, b':') => Ok(at + 1),
         (at, _) => Err(("expected `:`", at)),
     }
