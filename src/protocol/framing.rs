@@ -13,8 +13,10 @@
 //! A frame owns its line (a `Bytes` cut from the read buffer: a reference count taken and
 //! dropped per line). The relay's hot path instead borrows: [`LineSplitter::lend_lines`] cuts the
 //! complete lines of a read off the buffer once, as [`Lines`], whose items are [`LineRef`]s into
-//! it; a line that is copied on (most are) never gets a `Bytes` of its own. What is not handled is
-//! given back and comes first after that, as lent lines or as frames.
+//! it; a line that is copied on (most are) never gets a `Bytes` of its own. A lent line that is
+//! one JSON object is found by scanning it, which the relay does anyway, rather than by searching
+//! for its newline first, and is lent with its fields. What is not handled is given back and
+//! comes first after that, as lent lines or as frames.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
