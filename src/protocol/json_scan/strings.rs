@@ -94,12 +94,15 @@ pub(super) fn block_at<const N: usize>(bytes: &[u8], i: usize) -> Option<&[u8; N
     }
 }
 
-/// [`next_special`] in a long string: memchr to the next quote or backslash, then the bytes jumped
-/// over checked for the other stops in blocks.
+/// [`next_special`] in a long string: memchr to the next quote, backslash or newline, then the
+/// bytes jumped over checked for the other stops in blocks. (A newline is a control character,
+/// so stopping there changes nothing found; but a line scanned in its read buffer
+/// (`scan_line_into`) with a string left open must not make memchr run through all the lines
+/// after it, for each such line.)
 #[inline(never)]
 fn long_special<const STOP_NON_ASCII: bool>(bytes: &[u8], i: usize) -> (usize, u8) {
     let rest = bytes.get(i..).unwrap_or_default();
-    let end = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+    let end = memchr::memchr3(b'"', b'\\', b'\n', rest).unwrap_or(rest.len());
     let end = first_special::<STOP_NON_ASCII>(&rest[..end]).unwrap_or(end);
     (i + end, rest.get(end).copied().unwrap_or(0))
 }
