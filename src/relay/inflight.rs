@@ -90,9 +90,22 @@ pub struct Answered {
     pub received: u64,
 }
 
-/// A request's deadline in ticks, with the table's `timeout`.
-fn deadline_of(timeout: Option<Duration>, req: &ClientRequest) -> Option<u64> {
-    timeout.map(|t| req.received.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)))
+/// What the table's indexes hold of a request: added when it is inserted, taken away when it
+/// leaves.
+#[derive(Clone, Copy)]
+struct Indexed {
+    /// Its deadline in ticks (`None` without a timeout), keyed with `seq` in `deadlines`.
+    deadline: Option<u64>,
+    seq: u64,
+    /// Whether it is counted in `awaiting`.
+    owed: bool,
+}
+
+impl Indexed {
+    fn of(req: &ClientRequest, timeout: Option<Duration>) -> Indexed {
+        let deadline = timeout.map(|t| req.received.saturating_add(u64::try_from(t.as_nanos()).unwrap_or(u64::MAX)));
+        Indexed { deadline, seq: req.seq, owed: owed(req) }
+    }
 }
 
 /// Whether a request counts as one the child is working on.
@@ -111,11 +124,6 @@ impl ClientTable {
         self.epoch
     }
 
-    /// A request's deadline, in ticks.
-    fn deadline(&self, req: &ClientRequest) -> Option<u64> {
-        deadline_of(self.timeout, req)
-    }
-
     /// Inserts a request, replacing any under the same id.
     pub fn insert(&mut self, id: Id, req: ClientRequest) {
         self.remove(&id);
@@ -125,19 +133,19 @@ impl ClientTable {
 
     /// Inserts a request under an id that is not in the table, else hands the request back.
     pub fn try_insert(&mut self, id: Id, req: ClientRequest) -> Result<(), ClientRequest> {
-        let (deadline, seq, owes) = (self.deadline(&req), req.seq, owed(&req));
-        let key = deadline.map(|d| ((d, seq), id.clone()));
+        let indexed = Indexed::of(&req, self.timeout);
+        let key = indexed.deadline.map(|d| ((d, indexed.seq), id.clone()));
         self.map.try_insert(id, req)?;
         if let Some((at, id)) = key {
             self.deadlines.insert(at, id);
         }
-        self.awaiting += usize::from(owes);
+        self.awaiting += usize::from(indexed.owed);
         Ok(())
     }
 
     pub fn remove(&mut self, id: &Id) -> Option<ClientRequest> {
         let req = self.map.remove(id)?;
-        self.forget(self.deadline(&req), req.seq, owed(&req));
+        self.forget(Indexed::of(&req, self.timeout));
         Some(req)
     }
 
@@ -145,19 +153,18 @@ impl ClientTable {
     /// need of it. (Every response takes this path: the entry is dropped in place, not moved out.)
     pub fn answered(&mut self, id: &Id) -> Option<Answered> {
         let timeout = self.timeout;
-        let (answered, deadline, seq, owes) = self.map.remove_with(id, |req| {
-            let answered = Answered { class: req.class, received: req.received };
-            (answered, deadline_of(timeout, req), req.seq, owed(req))
+        let (answered, indexed) = self.map.remove_with(id, |req| {
+            (Answered { class: req.class, received: req.received }, Indexed::of(req, timeout))
         })?;
-        self.forget(deadline, seq, owes);
+        self.forget(indexed);
         Some(answered)
     }
 
-    fn forget(&mut self, deadline: Option<u64>, seq: u64, owed: bool) {
-        if let Some(d) = deadline {
-            self.deadlines.remove(&(d, seq));
+    fn forget(&mut self, indexed: Indexed) {
+        if let Some(d) = indexed.deadline {
+            self.deadlines.remove(&(d, indexed.seq));
         }
-        self.awaiting -= usize::from(owed);
+        self.awaiting -= usize::from(indexed.owed);
     }
 
     pub fn get(&self, id: &Id) -> Option<&ClientRequest> {
