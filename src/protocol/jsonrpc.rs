@@ -205,12 +205,12 @@ pub fn classify<'a>(raw: &Fields<'a>) -> Envelope<'a> {
     }
     let method = match raw.get(Field::Method) {
         Some(text) => {
+            // A plain match: `Option::or_else` with its closures was a call and a copy.
             let method = match known_method(text) {
-                Some(method) if text.starts_with(b"\"") => Some(method),
-                _ if text.starts_with(b"\"") => unknown_method(text),
-                _ => None,
+                Some(method) => Some(method),
+                None => unknown_method(text),
             };
-            match method {
+            match method.filter(|_| text.starts_with(b"\"")) {
                 Some(method) => Some(method),
                 None => return invalid(id, "\"method\" must be a string"),
             }
