@@ -419,6 +419,16 @@ mod tests {
         assert!(matches!(single(r#"{"jsonrpc":"1.0","id":4,"method":"x"}"#), Kind::Invalid { id: Some(_), .. }));
         assert!(matches!(single(r#"{"jsonrpc":"2.0","id":null,"method":"x"}"#), Kind::Invalid { .. }));
         assert!(matches!(single("42"), Kind::Invalid { .. }));
+        // A method that is not a string, including ones whose text without its first and last
+        // byte would be a name.
+        for method in ["123", "[\"x\"]", "{\"a\":1}", "null", "true"] {
+            let line = format!(r#"{{"jsonrpc":"2.0","id":5,"method":{method}}}"#);
+            assert_eq!(
+                single(&line),
+                Kind::Invalid { id: Some(Id::Int(5)), reason: "\"method\" must be a string" },
+                "{line}"
+            );
+        }
         assert!(parse(b"hello").is_err());
         assert!(parse(b"{\"a\":\"\xff\"}").is_err());
     }
