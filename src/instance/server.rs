@@ -38,10 +38,11 @@ impl<I: ClientInput> Instance<I> {
 
     /// A server line, owned by a frame or lent from the read buffer.
     pub(super) fn on_child_line(&mut self, line: LineRef<'_>) {
+        // (A single message notes it again in `on_child_message`: the same instant, stored.)
+        self.liveness.output(self.now);
         match jsonrpc::parse(&line) {
             Ok(Message::Single(env)) => self.on_child_message(env, line),
             Ok(Message::Batch(items)) => {
-                self.liveness.output(self.now);
                 if items.iter().all(|e| matches!(e.kind, Kind::Invalid { .. })) {
                     self.divert(&line, None);
                     return;
@@ -60,7 +61,6 @@ impl<I: ClientInput> Instance<I> {
                 self.send_to_client(line);
             }
             Err(_) => {
-                self.liveness.output(self.now);
                 // A broken response must not leave its request hanging: if it names one, fail it.
                 let id = (line.first() == Some(&b'{')).then(|| jsonrpc::sniff_id(&line)).flatten();
                 self.divert(&line, id);
