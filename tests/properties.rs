@@ -212,7 +212,10 @@ proptest! {
         let mut s = LineSplitter::new(max);
         s.push(&input);
         let mut got = Vec::new();
-        while let Some(mut lent) = s.lend_lines() {
+        // As the relay does: the lines that came with a frame are lent after it.
+        while let Some(frame) = s.next_frame() {
+            got.push(frame);
+            let Some(mut lent) = s.lend_lines() else { continue };
             loop {
                 let mut fields = Fields::default();
                 match lent.next_line(&mut fields) {
