@@ -269,7 +269,7 @@ impl<I: ClientInput> Instance<I> {
     }
 
     pub(super) fn send_to_child(&mut self, line: impl Outgoing) {
-        if let Some(stdin) = &self.child_in {
+        if let Some(stdin) = &mut self.child_in {
             if stdin.send(line) {
                 self.metrics.messages_to_server += 1;
             }

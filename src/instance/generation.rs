@@ -92,7 +92,7 @@ impl<I: ClientInput> Instance<I> {
                     let id = self.own.issue(OwnPurpose::ReplayInitialize, &self.client_reqs);
                     let deadline = Instant::now() + self.cfg.rebuild_timeout();
                     if let Some(line) = self.session.replay_initialize(&id) {
-                        if let Some(stdin) = &self.child_in {
+                        if let Some(stdin) = &mut self.child_in {
                             stdin.send(line);
                         }
                     }

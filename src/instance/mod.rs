@@ -368,6 +368,10 @@ impl<I: ClientInput> Instance<I> {
     /// lent from the read buffer; an input that does not lend them hands them out as frames.
     fn on_buffered_client_lines(&mut self) {
         let mut budget = BATCH - 1;
+        // The requests go to the server's stdin together, once the round ends.
+        if let Some(stdin) = &mut self.child_in {
+            stdin.hold();
+        }
         if let Some(mut lines) = self.client.input.lend_lines() {
             while budget > 0 && self.reading_client() {
                 let mut fields = Fields::default();
@@ -386,6 +390,10 @@ impl<I: ClientInput> Instance<I> {
             self.on_client_frame(frame);
             budget -= 1;
         }
+        // (A server started in the round has its own outbox, which holds nothing.)
+        if let Some(stdin) = &mut self.child_in {
+            stdin.release();
+        }
     }
 
     /// [`Self::on_buffered_client_lines`] for the server's output. Lines left when a new server
@@ -394,6 +402,7 @@ impl<I: ClientInput> Instance<I> {
         let generation = self.life.generation();
         let Some(mut lines) = self.child_out.as_mut().and_then(FramedReader::lend_lines) else { return };
         let mut budget = BATCH - 1;
+        self.client.output.hold();
         while budget > 0 && self.reading_child() {
             let mut fields = Fields::default();
             match lines.next_line(&mut fields) {
@@ -404,6 +413,7 @@ impl<I: ClientInput> Instance<I> {
             }
             budget -= 1;
         }
+        self.client.output.release();
         if let Some(reader) = self.child_out.as_mut().filter(|_| self.life.generation() == generation) {
             reader.give_back(lines);
         }

@@ -283,7 +283,7 @@ impl Hub {
         for o in out {
             match o {
                 Out::Client(client, line) => {
-                    if let Some(conn) = self.clients.get(&client) {
+                    if let Some(conn) = self.clients.get_mut(&client) {
                         conn.output.send(line);
                     }
                 }

@@ -9,6 +9,9 @@
 //! their buffers: the task handles a burst as one chunk, not message by message. It is woken
 //! only when the queue goes from empty to non-empty, so a burst costs one wake-up and, usually,
 //! one write.
+//! A burst of lines handled in one round of the event loop is held in the outbox itself
+//! ([`Outbox::hold`]): appended to the queue's lines taken out of it, without the lock or the
+//! byte count per message, and handed back when the round ends.
 //!
 //! The bytes not yet written are counted as they are written: above a high-water mark, or while a
 //! large message is waiting, the outbox reports itself congested, and the supervisor stops reading
@@ -107,7 +110,12 @@ impl Shared {
     }
 
     fn congested(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) > HIGH_WATER || self.large.load(Ordering::Relaxed) > 0
+        self.congested_with(0)
+    }
+
+    /// Whether the outbox is congested with `held` more bytes waiting (see [`Outbox::hold`]).
+    fn congested_with(&self, held: usize) -> bool {
+        self.queued.load(Ordering::Relaxed) + held > HIGH_WATER || self.large.load(Ordering::Relaxed) > 0
     }
 
     /// Counts `n` bytes as written, waking the supervisor if that ends congestion.
@@ -153,6 +161,55 @@ impl Shared {
 
 pub struct Outbox {
     shared: Arc<Shared>,
+    held: Held,
+}
+
+/// The small messages an [`Outbox`] holds (see [`Outbox::hold`]): a burst of lines handled in one
+/// round is appended here without taking the lock or counting each message, and handed over at
+/// once.
+#[derive(Default)]
+struct Held {
+    /// Whether small messages are held rather than queued.
+    on: bool,
+    /// The queue's lines, taken out of it at the first message held, and the messages held since,
+    /// each followed by its newline: appended to as they would have been in the queue, with no
+    /// copy either way. Empty unless `taken`.
+    lines: Vec<u8>,
+    /// Whether `lines` are out of the queue: they go back before anything else is queued.
+    taken: bool,
+    /// How many bytes of `lines` the queue had counted when they were taken.
+    counted: usize,
+}
+
+impl Held {
+    /// Bytes held and not yet counted as queued.
+    fn uncounted(&self) -> usize {
+        self.lines.len() - self.counted
+    }
+
+    /// Takes the queue's lines, to append to them.
+    fn take(&mut self, queue: &mut Queue) {
+        std::mem::swap(&mut self.lines, &mut queue.lines);
+        self.counted = self.lines.len();
+        self.taken = true;
+    }
+
+    /// Puts the lines back at the end of the queue (without a copy while the queue has no lines
+    /// of its own, as it cannot on the thread its writer task runs on), counting them as queued.
+    fn put_back(&mut self, shared: &Shared, queue: &mut Queue) {
+        if !self.taken {
+            return;
+        }
+        shared.queued.fetch_add(self.uncounted(), Ordering::Relaxed);
+        if queue.lines.is_empty() {
+            std::mem::swap(&mut queue.lines, &mut self.lines);
+        } else {
+            queue.lines.extend_from_slice(&self.lines);
+        }
+        self.lines.clear();
+        self.taken = false;
+        self.counted = 0;
+    }
 }
 
 /// A message to send: its bytes, read where they are copied, and a shared `Bytes` of them, made
@@ -186,6 +243,7 @@ impl Outgoing for &Bytes {
 impl Outbox {
     fn new(stream: bool) -> Outbox {
         Outbox {
+            held: Held::default(),
             shared: Arc::new(Shared {
                 queue: Mutex::new(Queue::default()),
                 stream,
@@ -219,14 +277,21 @@ impl Outbox {
     /// Queues one message; returns false if the writer is gone. A small message for a writer task
     /// is copied from its bytes; only a message queued whole is made a shared `Bytes`, so a line
     /// lent from a read buffer never gets a reference count of its own on its way through.
-    pub fn send(&self, msg: impl Outgoing) -> bool {
+    pub fn send(&mut self, msg: impl Outgoing) -> bool {
         let len = msg.bytes().len();
+        if self.held.on && len < COALESCE && (self.held.taken || self.take_lines()) {
+            self.held.lines.extend_from_slice(msg.bytes());
+            self.held.lines.push(b'\n');
+            return true;
+        }
         let mut queue = self.shared.lock();
         if queue.failed.is_some() {
             return false;
         }
         self.shared.queued.fetch_add(len + 1, Ordering::Relaxed);
         let was_empty = queue.is_empty();
+        // What was held goes first, in order.
+        self.held.put_back(&self.shared, &mut queue);
         if self.shared.stream && len < COALESCE {
             queue.append_line(msg.bytes());
         } else {
@@ -241,13 +306,52 @@ impl Outbox {
         true
     }
 
+    /// Keeps the small messages sent from now on in the outbox itself until [`Outbox::release`]
+    /// (a writer task's outbox only; an inbox's takes messages whole). For a burst of lines
+    /// handled in one round of the event loop, on the thread the writer task also runs on: the
+    /// writer could not have taken them before the round ends anyway. Whoever holds must release
+    /// before waiting for anything.
+    pub fn hold(&mut self) {
+        self.held.on = self.shared.stream;
+    }
+
+    /// Hands what was held to the writer task, and sends the next messages straight to it again.
+    pub fn release(&mut self) {
+        self.held.on = false;
+        if !self.held.taken {
+            return;
+        }
+        let mut queue = self.shared.lock();
+        if queue.failed.is_some() {
+            self.held = Held::default();
+            return;
+        }
+        let was_empty = queue.is_empty();
+        self.held.put_back(&self.shared, &mut queue);
+        if was_empty {
+            self.shared.work.notify_one();
+        }
+    }
+
+    /// Takes the queue's lines to append the held messages to; false if the writer is gone.
+    fn take_lines(&mut self) -> bool {
+        let mut queue = self.shared.lock();
+        if queue.failed.is_some() {
+            return false;
+        }
+        self.held.take(&mut queue);
+        true
+    }
+
+    /// Whether too much waits to be written (held messages included): whoever feeds the outbox
+    /// should stop reading until it drains.
     pub fn congested(&self) -> bool {
-        self.shared.congested()
+        self.shared.congested_with(self.held.uncounted())
     }
 
     /// Bytes not yet written.
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Relaxed)
+        self.shared.queued.load(Ordering::Relaxed) + self.held.uncounted()
     }
 
     /// Resolves once the outbox is no longer congested.
@@ -306,6 +410,7 @@ impl Drop for Inbox {
 
 impl Drop for Outbox {
     fn drop(&mut self) {
+        self.release();
         self.shared.lock().closed = true;
         self.shared.work.notify_one();
     }
@@ -383,82 +488,4 @@ async fn write_batch<W: AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use tokio::io::AsyncReadExt;
-
-    #[tokio::test]
-    async fn a_channel_hands_over_whole_messages_and_reports_a_dropped_inbox() {
-        let (outbox, mut inbox) = Outbox::channel();
-        assert!(outbox.send(Bytes::from_static(b"one")));
-        assert!(outbox.send(Bytes::from(vec![b'x'; COALESCE])));
-        assert!(outbox.congested(), "a large message congests until it is taken");
-        assert_eq!(inbox.recv().await.as_deref(), Some(&b"one"[..]));
-        assert_eq!(inbox.recv().await.map(|m| m.len()), Some(COALESCE));
-        assert!(!outbox.congested());
-        assert_eq!(outbox.queued(), 0);
-        drop(inbox);
-        assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
-        assert!(!outbox.send(Bytes::from_static(b"lost")), "a dropped inbox refuses messages");
-        let (outbox, mut inbox) = Outbox::channel();
-        outbox.send(Bytes::from_static(b"last"));
-        drop(outbox);
-        assert_eq!(inbox.recv().await.as_deref(), Some(&b"last"[..]));
-        assert_eq!(inbox.recv().await, None);
-    }
-
-    #[tokio::test]
-    async fn a_failed_write_is_reported_once() {
-        let (a, b) = tokio::io::duplex(16);
-        drop(b);
-        let (outbox, task) = Outbox::spawn(a);
-        outbox.send(Bytes::from_static(b"nobody reads this"));
-        assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
-        task.await.expect("the writer ends");
-    }
-
-    #[tokio::test]
-    async fn writes_messages_in_order_with_newlines_and_closes() {
-        let (a, mut b) = tokio::io::duplex(1024);
-        let (outbox, task) = Outbox::spawn(a);
-        for i in 0..100 {
-            assert!(outbox.send(Bytes::from(format!("m{i}"))));
-        }
-        outbox.send(Bytes::from(vec![b'x'; 100_000]));
-        // Small messages copied together after a large one still follow it.
-        for i in 0..2000 {
-            assert!(outbox.send(Bytes::from(format!("after-{i}-{}", "y".repeat(100)))));
-        }
-        let counted = outbox.shared.clone();
-        drop(outbox);
-        let mut out = Vec::new();
-        b.read_to_end(&mut out).await.expect("read");
-        task.await.expect("task");
-        let lines: Vec<&[u8]> = out.split(|b| *b == b'\n').collect();
-        assert_eq!(lines.len(), 2102);
-        assert_eq!(lines[0], b"m0");
-        assert_eq!(lines[99], b"m99");
-        assert_eq!(lines[100].len(), 100_000);
-        assert!(lines[101].starts_with(b"after-0-"));
-        assert!(lines[2100].starts_with(b"after-1999-"));
-        assert_eq!(lines[2101], b"");
-        assert_eq!(counted.queued.load(Ordering::Relaxed), 0, "every byte was counted as written");
-        assert_eq!(counted.large.load(Ordering::Relaxed), 0);
-    }
-
-    #[tokio::test]
-    async fn reports_congestion_until_the_reader_catches_up() {
-        let (a, mut b) = tokio::io::duplex(64 * 1024);
-        let (outbox, _task) = Outbox::spawn(a);
-        outbox.send(Bytes::from(vec![b'x'; HIGH_WATER + 1]));
-        assert!(outbox.congested());
-        let reader = tokio::spawn(async move {
-            let mut sink = vec![0u8; 1 << 16];
-            while b.read(&mut sink).await.map(|n| n > 0).unwrap_or(false) {}
-        });
-        outbox.drained().await;
-        assert!(!outbox.congested());
-        drop(outbox);
-        reader.await.expect("reader");
-    }
-}
+mod tests;
