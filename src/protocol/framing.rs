@@ -376,11 +376,12 @@ impl LineSplitter {
         if rest.last() == Some(&b'\r') {
             rest.truncate(rest.len() - 1);
         }
-        if is_blank(&rest) {
-            None
-        } else if rest.len() > self.max {
+        // The limit first, as for a terminated line: whitespace over it is reported too.
+        if rest.len() > self.max {
             let len = rest.len();
             Some(Frame::Oversized { len, head: rest.split_to(OVERSIZED_HEAD.min(len)).freeze() })
+        } else if is_blank(&rest) {
+            None
         } else {
             Some(Frame::Line(rest.freeze()))
         }
@@ -506,6 +507,21 @@ mod tests {
         let frames = split_all(&[b"12345\n123456\n"], 5);
         assert_eq!(frames[0], line("12345"));
         assert!(matches!(frames[1], Frame::Oversized { len: 6, .. }));
+    }
+
+    #[test]
+    fn a_last_line_without_its_newline_is_framed_as_with_one() {
+        // Every text of up to 8 bytes of spaces, `\r` and `x`, with a limit of 5: a line of
+        // whitespace over the limit is oversized either way, as any line over it is.
+        let alphabet = [b' ', b'\r', b'x'];
+        for len in 0..=8u32 {
+            for n in 0..3usize.pow(len) {
+                let text: Vec<u8> = (0..len).map(|i| alphabet[n / 3usize.pow(i) % 3]).collect();
+                let terminated = [&text[..], b"\n"].concat();
+                let shown = String::from_utf8_lossy(&text);
+                assert_eq!(split_all(&[&text], 5), split_all(&[&terminated], 5), "{shown:?}");
+            }
+        }
     }
 
     /// [`split_all`] as the instance reads: a frame, then lines lent `k` at a time with the rest
