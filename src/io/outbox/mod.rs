@@ -187,6 +187,11 @@ impl Held {
         self.lines.len() - self.counted
     }
 
+    fn append(&mut self, msg: &[u8]) {
+        self.lines.extend_from_slice(msg);
+        self.lines.push(b'\n');
+    }
+
     /// Takes the queue's lines, to append to them.
     fn take(&mut self, queue: &mut Queue) {
         std::mem::swap(&mut self.lines, &mut queue.lines);
@@ -277,11 +282,21 @@ impl Outbox {
     /// Queues one message; returns false if the writer is gone. A small message for a writer task
     /// is copied from its bytes; only a message queued whole is made a shared `Bytes`, so a line
     /// lent from a read buffer never gets a reference count of its own on its way through.
+    #[inline(always)]
     pub fn send(&mut self, msg: impl Outgoing) -> bool {
+        // The common case of a burst, inline in the caller.
+        if self.held.taken && self.held.on && msg.bytes().len() < COALESCE {
+            self.held.append(msg.bytes());
+            return true;
+        }
+        self.send_queued(msg)
+    }
+
+    #[inline(never)]
+    fn send_queued(&mut self, msg: impl Outgoing) -> bool {
         let len = msg.bytes().len();
-        if self.held.on && len < COALESCE && (self.held.taken || self.take_lines()) {
-            self.held.lines.extend_from_slice(msg.bytes());
-            self.held.lines.push(b'\n');
+        if self.held.on && len < COALESCE && self.take_lines() {
+            self.held.append(msg.bytes());
             return true;
         }
         let mut queue = self.shared.lock();
