@@ -101,11 +101,13 @@ def human(value, thousands=False):
     """A number with about three significant digits; with `thousands`, 1000 and up in k and M."""
     if value is None:
         return "–"
-    magnitude = abs(value)
-    if thousands and magnitude >= 1e6:
+    # The unit chosen after rounding, so that 999 994 is "1 M", not "1e+03 k".
+    rounded = abs(float(f"{value:.3g}"))
+    if thousands and rounded >= 1e6:
         return f"{value / 1e6:.3g} M"
-    if thousands and magnitude >= 1e3:
+    if thousands and rounded >= 1e3:
         return f"{value / 1e3:.3g} k"
+    magnitude = abs(value)
     if magnitude >= 100:
         return f"{value:.0f}"
     return f"{value:.3g}"
