@@ -14,6 +14,7 @@ use crate::protocol::errors::OwnError;
 use crate::protocol::framing::{Frame, LineRef};
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message};
 use crate::relay::inflight::{OwnPurpose, ServerRequest};
+use crate::relay::session::Session;
 
 impl<I: ClientInput> Instance<I> {
     pub(super) fn on_child_frame(&mut self, frame: Frame) {
@@ -90,7 +91,8 @@ impl<I: ClientInput> Instance<I> {
         }
         match self.client_reqs.answered(id) {
             Some(req) => {
-                if !is_error {
+                // Tested before the call, which was most of a response's session bookkeeping.
+                if !is_error && Session::keeps_result(req.class) {
                     self.session.on_child_result(id, req.class, result);
                 }
                 let latency = self.now_ticks().saturating_sub(req.received);

@@ -191,6 +191,13 @@ impl Session {
         }
     }
 
+    /// Whether the session keeps anything of the result of a request of class `method`: the
+    /// other results need not be passed to [`Session::on_child_result`].
+    #[inline(always)]
+    pub fn keeps_result(method: MethodClass) -> bool {
+        matches!(method, MethodClass::Initialize | MethodClass::Discover)
+    }
+
     /// Records the child's successful answer to a client request.
     pub fn on_child_result(&mut self, id: &Id, method: MethodClass, result: Option<Json<'_>>) {
         let text = || result.map(Json::get);
@@ -350,6 +357,19 @@ mod tests {
     /// Raw JSON text, as the envelope hands it over.
     fn raw(s: &str) -> Json<'_> {
         Json::from(s)
+    }
+
+    #[test]
+    fn only_the_results_it_keeps_change_the_session() {
+        use MethodClass::*;
+        for class in [Initialize, Listen, SetLevel, Subscribe, Unsubscribe, Discover, ReadOnly, Other] {
+            let mut s = Session::default();
+            let id = Id::Int(1);
+            s.on_client_request(&id, MethodClass::of("initialize"), Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
+            s.on_child_result(&id, class, Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
+            let changed = s.init_result.is_some() || s.discover_result.is_some();
+            assert_eq!(changed, Session::keeps_result(class), "{class:?}");
+        }
     }
 
     #[test]
