@@ -133,7 +133,9 @@ impl<I: ClientInput> Instance<I> {
             self.send_to_client(error);
             return;
         }
-        self.session.on_client_request(&id, class, params);
+        if self.session.notes_request(class) {
+            self.session.on_client_request(&id, class, params);
+        }
         if class == MethodClass::Initialize && !self.spares.is_empty() {
             // The client starts its session over: spares warmed for the old one cannot serve it.
             self.stop_spares(false);

@@ -91,7 +91,6 @@ impl<I: ClientInput> Instance<I> {
         }
         match self.client_reqs.answered(id) {
             Some(req) => {
-                // Tested before the call, which was most of a response's session bookkeeping.
                 if !is_error && Session::keeps_result(req.class) {
                     self.session.on_child_result(id, req.class, result);
                 }

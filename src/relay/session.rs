@@ -137,6 +137,18 @@ impl Session {
         self.era == Era::Handshake && self.init_result.is_some() && self.initialize.is_some()
     }
 
+    /// Whether [`Session::on_client_request`] may record anything of a request of class `method`:
+    /// a handshake-era session only keeps its state-changing requests (tested before the call,
+    /// which was most of a request's session bookkeeping).
+    #[inline(always)]
+    pub fn notes_request(&self, method: MethodClass) -> bool {
+        self.era != Era::Handshake
+            || matches!(
+                method,
+                MethodClass::Initialize | MethodClass::SetLevel | MethodClass::Subscribe | MethodClass::Unsubscribe
+            )
+    }
+
     pub fn on_client_request(&mut self, id: &Id, method: MethodClass, params: Option<Json<'_>>) {
         let text = || params.map(Json::get);
         match method {
@@ -369,6 +381,22 @@ mod tests {
             s.on_child_result(&id, class, Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
             let changed = s.init_result.is_some() || s.discover_result.is_some();
             assert_eq!(changed, Session::keeps_result(class), "{class:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_it_does_not_note_leaves_the_session_as_it_was() {
+        use MethodClass::*;
+        let params =
+            r#"{"uri":"a://9","level":"debug","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#;
+        for class in [Initialize, Listen, SetLevel, Subscribe, Unsubscribe, Discover, ReadOnly, Other] {
+            let mut s = Session::default();
+            s.on_client_request(&Id::Int(1), Initialize, Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
+            let before = format!("{s:?}");
+            s.on_client_request(&Id::Int(2), class, Some(raw(params)));
+            if !s.notes_request(class) {
+                assert_eq!(format!("{s:?}"), before, "{class:?}");
+            }
         }
     }
 
