@@ -22,12 +22,17 @@ async fn a_channel_hands_over_whole_messages_and_reports_a_dropped_inbox() {
 }
 
 #[tokio::test]
-async fn a_failed_write_is_reported_once() {
+async fn a_failed_write_is_reported_once_and_later_messages_refused_held_or_not() {
     let (a, b) = tokio::io::duplex(16);
     drop(b);
     let (mut outbox, task) = Outbox::spawn(a);
     outbox.send(Bytes::from_static(b"nobody reads this"));
     assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
+    assert!(!outbox.send(Bytes::from_static(b"lost")));
+    outbox.hold();
+    assert!(!outbox.send(Bytes::from_static(b"lost too")));
+    outbox.release();
+    assert_eq!(outbox.queued(), 0);
     task.await.expect("the writer ends");
 }
 
@@ -131,18 +136,4 @@ async fn held_messages_count_towards_congestion_and_are_written_on_release() {
     let lines = written_lines(b).await;
     task.await.expect("task");
     assert_eq!(lines.len(), HIGH_WATER / 1024 + 2);
-}
-
-#[tokio::test]
-async fn holding_refuses_messages_once_the_writer_failed() {
-    let (a, b) = tokio::io::duplex(16);
-    drop(b);
-    let (mut outbox, task) = Outbox::spawn(a);
-    outbox.send(Bytes::from_static(b"nobody reads this"));
-    assert_eq!(outbox.failed().await.kind(), io::ErrorKind::BrokenPipe);
-    outbox.hold();
-    assert!(!outbox.send(Bytes::from_static(b"lost")));
-    outbox.release();
-    assert_eq!(outbox.queued(), 0);
-    task.await.expect("the writer ends");
 }
