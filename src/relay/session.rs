@@ -392,9 +392,9 @@ mod tests {
         for class in [Initialize, Listen, SetLevel, Subscribe, Unsubscribe, Discover, ReadOnly, Other] {
             let mut s = Session::default();
             s.on_client_request(&Id::Int(1), Initialize, Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
-            let before = format!("{s:?}");
+            let (before, noted) = (format!("{s:?}"), s.notes_request(class));
             s.on_client_request(&Id::Int(2), class, Some(raw(params)));
-            if !s.notes_request(class) {
+            if !noted {
                 assert_eq!(format!("{s:?}"), before, "{class:?}");
             }
         }
