@@ -138,8 +138,8 @@ impl Session {
     }
 
     /// Whether [`Session::on_client_request`] may record anything of a request of class `method`:
-    /// a handshake-era session only keeps its state-changing requests (tested before the call,
-    /// which was most of a request's session bookkeeping).
+    /// a handshake-era session only keeps its state-changing requests. (The instance asks before
+    /// the call, which was most of a request's session bookkeeping.)
     #[inline(always)]
     pub fn notes_request(&self, method: MethodClass) -> bool {
         self.era != Era::Handshake
@@ -150,6 +150,11 @@ impl Session {
     }
 
     pub fn on_client_request(&mut self, id: &Id, method: MethodClass, params: Option<Json<'_>>) {
+        // A handshake-era session never switches era, so its other requests (the hot path) are
+        // not scanned a second time for stateless-era metadata.
+        if !self.notes_request(method) {
+            return;
+        }
         let text = || params.map(Json::get);
         match method {
             MethodClass::Initialize => {
@@ -171,11 +176,8 @@ impl Session {
                     self.subscriptions.retain(|(u, _)| *u != *uri);
                 }
             }
-            // A handshake-era session never switches era, so its requests (the hot path) are not
-            // scanned a second time for stateless-era metadata.
-            _ if self.era == Era::Handshake => {}
-            // Nor are a stateless-era session's: their params are kept (copied into one reused
-            // buffer) for a probe to read the latest. Params that cannot carry a protocol version
+            // A stateless-era session's are not read either: their params are kept (copied into
+            // one reused buffer) for a probe to read the latest. Params that cannot carry a protocol version
             // do not replace params that may.
             _ if self.era == Era::Stateless && params.map_or(0, |p| p.as_bytes().len()) <= UNREAD_MAX => {
                 let params = params.map_or(&b""[..], Json::as_bytes);
@@ -385,18 +387,19 @@ mod tests {
     }
 
     #[test]
-    fn a_request_it_does_not_note_leaves_the_session_as_it_was() {
+    fn a_handshake_era_session_records_only_its_state_changing_requests() {
         use MethodClass::*;
         let params =
             r#"{"uri":"a://9","level":"debug","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}"#;
-        for class in [Initialize, Listen, SetLevel, Subscribe, Unsubscribe, Discover, ReadOnly, Other] {
+        let classes = [Initialize, SetLevel, Subscribe, Unsubscribe, Listen, Discover, ReadOnly, Other];
+        for (class, records) in classes.into_iter().zip([true, true, true, true, false, false, false, false]) {
             let mut s = Session::default();
             s.on_client_request(&Id::Int(1), Initialize, Some(raw(r#"{"protocolVersion":"2025-06-18"}"#)));
-            let (before, noted) = (format!("{s:?}"), s.notes_request(class));
-            s.on_client_request(&Id::Int(2), class, Some(raw(params)));
-            if !noted {
-                assert_eq!(format!("{s:?}"), before, "{class:?}");
-            }
+            s.on_client_request(&Id::Int(2), Subscribe, Some(raw(r#"{"uri":"a://9"}"#)));
+            let before = format!("{s:?}");
+            assert_eq!(s.notes_request(class), records, "{class:?}");
+            s.on_client_request(&Id::Int(3), class, Some(raw(params)));
+            assert_eq!(format!("{s:?}") != before, records, "{class:?}");
         }
     }
 

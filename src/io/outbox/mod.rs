@@ -292,6 +292,8 @@ impl Outbox {
         self.send_queued(msg)
     }
 
+    /// The rest of [`Outbox::send`]: the first message of a burst held, a large one, or any
+    /// message while nothing is held.
     #[inline(never)]
     fn send_queued(&mut self, msg: impl Outgoing) -> bool {
         let len = msg.bytes().len();
