@@ -197,15 +197,17 @@ fn top<'a>(bytes: &'a [u8], fields: &mut Fields<'a>) -> Scan<Shape<'a>> {
 /// The top-level object from its `{` at `pos`, recording the interesting fields, and where it
 /// ends. Duplicates of those are refused, as serde_json refuses them for a struct.
 fn top_object<'a, const LINE: bool>(bytes: &'a [u8], pos: usize, stack: &mut Stack, fields: &mut Fields<'a>) -> Scan {
-    let (mut pos, mut next) = values::skip_ws::<LINE>(bytes, pos + 1);
-    if next == b'}' {
-        return Ok(pos + 1);
-    }
+    let mut pos = pos + 1;
     // Nearly every message starts so: its first member is read in one comparison.
     const JSONRPC: &[u8; 16] = b"\"jsonrpc\":\"2.0\",";
     if strings::block_at::<16>(bytes, pos) == Some(JSONRPC) {
         fields.slots[Field::Jsonrpc as usize] = bytes.get(pos + 10..pos + 15);
-        (pos, next) = values::skip_ws::<LINE>(bytes, pos + 16);
+        pos += 16;
+    } else {
+        match values::skip_ws::<LINE>(bytes, pos) {
+            (at, b'}') => return Ok(at + 1),
+            (at, _) => pos = at,
+        }
     }
     loop {
         let key_start = pos;
@@ -215,22 +217,25 @@ fn top_object<'a, const LINE: bool>(bytes: &'a [u8], pos: usize, stack: &mut Sta
                 Some(field)
             }
             None => {
-                let (after, field) = key_field::<LINE>(bytes, pos, next)?;
+                let (after, field) = key_field::<LINE>(bytes, pos)?;
                 pos = after;
                 field
             }
         };
         // Most members are a string or a number: those skip the container machinery.
-        let (start, first) = values::skip_ws::<LINE>(bytes, pos);
-        pos = match first {
-            b'"' => values::string_end(bytes, start)?,
-            b'1'..=b'9' if matches!(field, Some(Field::Id)) => {
-                let (end, value) = values::integer_end(bytes, start)?;
-                fields.id_int = value;
-                end
+        let mut start = pos;
+        pos = loop {
+            match values::byte_at(bytes, start) {
+                b'"' => break values::string_end(bytes, start)?,
+                b'1'..=b'9' if matches!(field, Some(Field::Id)) => {
+                    let (end, value) = values::integer_end(bytes, start)?;
+                    fields.id_int = value;
+                    break end;
+                }
+                b'-' | b'0'..=b'9' => break values::number_end(bytes, start)?,
+                b if values::is_ws::<LINE>(b) => start = values::skip_ws_slow::<LINE>(bytes, start).0,
+                _ => break values::value_end::<LINE>(bytes, start, stack, 1)?,
             }
-            b'-' | b'0'..=b'9' => values::number_end(bytes, start)?,
-            _ => values::value_end::<LINE>(bytes, start, stack, 1)?,
         };
         if let Some(field) = field {
             let slot = &mut fields.slots[field as usize];
@@ -239,20 +244,27 @@ fn top_object<'a, const LINE: bool>(bytes: &'a [u8], pos: usize, stack: &mut Sta
             }
             *slot = bytes.get(start..pos);
         }
-        (pos, next) = values::skip_ws::<LINE>(bytes, pos);
-        match next {
-            b',' => (pos, next) = values::skip_ws::<LINE>(bytes, pos + 1),
-            b'}' => return Ok(pos + 1),
-            _ => return Err(("expected `,` or `}`", pos)),
+        loop {
+            match values::byte_at(bytes, pos) {
+                b',' => break pos += 1,
+                b'}' => return Ok(pos + 1),
+                b if values::is_ws::<LINE>(b) => pos = values::skip_ws_slow::<LINE>(bytes, pos).0,
+                _ => return Err(("expected `,` or `}`", pos)),
+            }
         }
     }
 }
 
-/// A top-level key (its first byte `first` at `pos`) and its colon, in general: where the value
-/// starts and which field the key names, if any.
-fn key_field<const LINE: bool>(bytes: &[u8], pos: usize, first: u8) -> Scan<(usize, Option<Field>)> {
-    if first != b'"' {
-        return Err(("expected a string key", pos));
+/// A top-level key at `pos` (whitespace first is allowed) and its colon, in general: where the
+/// value starts and which field the key names, if any.
+fn key_field<const LINE: bool>(bytes: &[u8], pos: usize) -> Scan<(usize, Option<Field>)> {
+    let pos = match values::skip_ws::<LINE>(bytes, pos) {
+        (at, b'"') => at,
+        (at, _) => return Err(("expected a string key", at)),
+    };
+    // After whitespace (`{"jsonrpc": "2.0", "id": 1}`), most keys are still the usual ones.
+    if let Some((field, len)) = Field::compact_key(bytes.get(pos..).unwrap_or_default()) {
+        return Ok((pos + len, Some(field)));
     }
     let key_end = values::string_end(bytes, pos)?;
     let after = values::colon::<LINE>(bytes, key_end)?;

@@ -270,3 +270,78 @@ fn a_line_is_scanned_to_its_newline_and_never_past_it() {
         assert_eq!(line(not_so), None, "{not_so:?}");
     }
 }
+
+/// The grammar tests for whitespace only where the token it expects is not found, so whitespace
+/// is put at every boundary between tokens of a message (top level and nested, before and after
+/// keys, colons, commas, values and closing brackets): the fields are those of the compact text,
+/// in a line too, where a newline anywhere among the tokens refuses the line instead.
+#[test]
+fn whitespace_at_every_token_boundary_reads_as_the_compact_text() {
+    let tokens = [
+        "{",
+        "\"jsonrpc\"",
+        ":",
+        "\"2.0\"",
+        ",",
+        "\"id\"",
+        ":",
+        "12",
+        ",",
+        "\"method\"",
+        ":",
+        "\"m\"",
+        ",",
+        "\"params\"",
+        ":",
+        "{",
+        "\"a\"",
+        ":",
+        "[",
+        "1",
+        ",",
+        "{",
+        "}",
+        ",",
+        "[",
+        "]",
+        ",",
+        "\"s\"",
+        ",",
+        "true",
+        "]",
+        ",",
+        "\"b\"",
+        ":",
+        "{",
+        "\"c\"",
+        ":",
+        "null",
+        "}",
+        "}",
+        "}",
+    ];
+    let compact = tokens.concat();
+    let Ok(Top::Object(want)) = scan(&compact) else { panic!("{compact}") };
+    assert_eq!((want.id_int, want.get(Field::Params).map(<[u8]>::len)), (Some(12), Some(39)));
+    for at in 1..tokens.len() {
+        for ws in [" ", "\t", "\r", "\n", " \t "] {
+            let text = format!("{}{ws}{}", tokens[..at].concat(), tokens[at..].concat());
+            let Ok(Top::Object(got)) = scan(&text) else { panic!("{text:?}") };
+            let nested =
+                |f: &Fields<'_>| f.get(Field::Params).map(|p| p.iter().filter(|b| !b.is_ascii_whitespace()).count());
+            assert_eq!(
+                (got.id_int, got.get(Field::Method), nested(&got)),
+                (want.id_int, want.get(Field::Method), nested(&want)),
+                "{text:?}"
+            );
+            let line = format!("{text}\n");
+            let mut fields = Fields::default();
+            let lent = scan_line_into(line.as_bytes(), &mut fields);
+            if ws.contains('\n') {
+                assert_eq!(lent, None, "{text:?}");
+            } else {
+                assert_eq!((lent, fields.id_int), (Some(text.len()), Some(12)), "{text:?}");
+            }
+        }
+    }
+}

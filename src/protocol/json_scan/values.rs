@@ -36,10 +36,25 @@ impl Stack {
     }
 }
 
+/// The byte at `pos` (0 at the end of the text: a NUL byte is never valid there either).
+///
+/// The grammar reads the byte where the next token should be and matches it at once; only where
+/// none of the tokens it expects is found does it test for whitespace, skip it and look again.
+/// Compact JSON, which nearly every sender writes, so has no whitespace test at all.
+#[inline(always)]
+pub(super) fn byte_at(bytes: &[u8], pos: usize) -> u8 {
+    bytes.get(pos).copied().unwrap_or(0)
+}
+
+/// Whether `b` is JSON whitespace. With `LINE` a newline is not whitespace but where the text
+/// ends (see [`super::scan_line_into`]): whatever reads it as the next byte finds it unexpected.
+#[inline(always)]
+pub(super) fn is_ws<const LINE: bool>(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r') || (!LINE && b == b'\n')
+}
+
 /// The first byte at or after `pos` that is not whitespace, and where it is (0 at the end of the
-/// text: a NUL byte is never valid there either). Compact JSON has none, so that is one test.
-/// With `LINE` a newline is not whitespace but where the text ends (see [`super::scan_line_into`]):
-/// whatever reads it as the next byte finds it unexpected.
+/// text). Compact JSON has none, so that is one test.
 #[inline(always)]
 pub(super) fn skip_ws<const LINE: bool>(bytes: &[u8], pos: usize) -> (usize, u8) {
     match bytes.get(pos) {
@@ -48,10 +63,11 @@ pub(super) fn skip_ws<const LINE: bool>(bytes: &[u8], pos: usize) -> (usize, u8)
     }
 }
 
+/// [`skip_ws`] where the byte at `pos` is already known to be whitespace or the end.
 #[inline(never)]
-fn skip_ws_slow<const LINE: bool>(bytes: &[u8], mut pos: usize) -> (usize, u8) {
+pub(super) fn skip_ws_slow<const LINE: bool>(bytes: &[u8], mut pos: usize) -> (usize, u8) {
     while let Some(&b) = bytes.get(pos) {
-        if !matches!(b, b' ' | b'\t' | b'\r') && (LINE || b != b'\n') {
+        if !is_ws::<LINE>(b) {
             return (pos, b);
         }
         pos += 1;
@@ -67,19 +83,17 @@ pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &
     let mut open: u64 = 0;
     loop {
         // Here a value starts.
-        let first;
-        (pos, first) = skip_ws::<LINE>(bytes, pos);
+        let first = byte_at(bytes, pos);
         match first {
             b'"' => pos = string_end(bytes, pos)?,
             b'{' | b'[' => {
                 if depth == MAX_DEPTH {
                     return Err(("nesting too deep", pos));
                 }
-                let next;
-                (pos, next) = skip_ws::<LINE>(bytes, pos + 1);
+                let (at, next) = skip_ws::<LINE>(bytes, pos + 1);
                 // `}` and `]` come two after `{` and `[`: anything else starts the first member.
                 if next == first + 2 {
-                    pos += 1;
+                    pos = at + 1;
                 } else {
                     let object = first == b'{';
                     if depth - base >= 64 {
@@ -87,9 +101,7 @@ pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &
                     }
                     open = open << 1 | u64::from(object);
                     depth += 1;
-                    if object {
-                        pos = key_colon::<LINE>(bytes, pos, next)?;
-                    }
+                    pos = if object { key_colon::<LINE>(bytes, at)? } else { at };
                     continue;
                 }
             }
@@ -97,6 +109,10 @@ pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &
             b't' => pos = literal_end(bytes, pos, b"true")?,
             b'f' => pos = literal_end(bytes, pos, b"false")?,
             b'n' => pos = literal_end(bytes, pos, b"null")?,
+            b if is_ws::<LINE>(b) => {
+                pos = skip_ws_slow::<LINE>(bytes, pos).0;
+                continue;
+            }
             _ => return Err(("expected a value", pos)),
         }
         // Here a value ended: close containers until one continues with another member.
@@ -105,20 +121,17 @@ pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &
                 return Ok(pos);
             }
             let in_object = open & 1 == 1;
-            let next;
-            (pos, next) = skip_ws::<LINE>(bytes, pos);
-            match next {
+            match byte_at(bytes, pos) {
                 b',' => {
-                    pos += 1;
-                    if in_object {
-                        let first;
-                        (pos, first) = skip_ws::<LINE>(bytes, pos);
-                        pos = key_colon::<LINE>(bytes, pos, first)?;
-                    }
+                    pos = if in_object { key_colon::<LINE>(bytes, pos + 1)? } else { pos + 1 };
                     break;
                 }
                 b'}' if in_object => {}
                 b']' if !in_object => {}
+                b if is_ws::<LINE>(b) => {
+                    pos = skip_ws_slow::<LINE>(bytes, pos).0;
+                    continue;
+                }
                 _ if in_object => return Err(("expected `,` or `}`", pos)),
                 _ => return Err(("expected `,` or `]`", pos)),
             }
@@ -132,33 +145,51 @@ pub(super) fn value_end<const LINE: bool>(bytes: &[u8], mut pos: usize, stack: &
     }
 }
 
-/// A key (its first byte `first` at `pos`) and the colon after it: where its value starts.
+/// A key at `pos` (whitespace first is allowed) and the colon after it: where its value starts.
 #[inline(always)]
-pub(super) fn key_colon<const LINE: bool>(bytes: &[u8], pos: usize, first: u8) -> Scan {
-    if first != b'"' {
-        return Err(("expected a string key", pos));
-    }
+pub(super) fn key_colon<const LINE: bool>(bytes: &[u8], pos: usize) -> Scan {
+    let pos = match byte_at(bytes, pos) {
+        b'"' => pos,
+        _ => match skip_ws::<LINE>(bytes, pos) {
+            (at, b'"') => at,
+            (at, _) => return Err(("expected a string key", at)),
+        },
+    };
     colon::<LINE>(bytes, string_end(bytes, pos)?)
 }
 
+/// The colon at `pos` (whitespace first is allowed): where the value after it starts.
 #[inline(always)]
 pub(super) fn colon<const LINE: bool>(bytes: &[u8], pos: usize) -> Scan {
+    if byte_at(bytes, pos) == b':' {
+        return Ok(pos + 1);
+    }
     match skip_ws::<LINE>(bytes, pos) {
         (at, b':') => Ok(at + 1),
         (at, _) => Err(("expected `:`", at)),
     }
 }
 
-/// A string, from its opening quote at `pos`. Most strings are ASCII; one that is not is checked
-/// as UTF-8 from its first non-ASCII byte to its end.
+/// A string, from its opening quote at `pos`. Most strings are ASCII without escapes, their end
+/// the first special byte; any other is read on by [`string_rest`].
 #[inline(always)]
 pub(super) fn string_end(bytes: &[u8], pos: usize) -> Scan {
-    let mut i = pos + 1;
+    match next_special::<true>(bytes, pos + 1) {
+        (at, b'"') => Ok(at + 1),
+        (at, _) => string_rest(bytes, at),
+    }
+}
+
+/// The rest of a string from the special byte at `at` that is not its closing quote: an
+/// escape, a non-ASCII byte, a control character or the end of the text. (Out of line, so that
+/// the usual string is one vector search and one test.)
+#[cold]
+#[inline(never)]
+fn string_rest(bytes: &[u8], mut at: usize) -> Scan {
     loop {
-        let (at, byte) = next_special::<true>(bytes, i);
-        match byte {
+        match byte_at(bytes, at) {
+            b'\\' => at = next_special::<true>(bytes, escape_end(bytes, at)?).0,
             b'"' => return Ok(at + 1),
-            b'\\' => i = escape_end(bytes, at)?,
             0x80.. => return utf8_string_end(bytes, at),
             _ if at < bytes.len() => return Err(("control character in string", at)),
             _ => return Err(("unterminated string", at)),
@@ -230,15 +261,16 @@ pub(super) fn number_end(bytes: &[u8], pos: usize) -> Scan {
 /// 18 digits, read in the same pass (ids are such numbers: reading their digits again to make
 /// the id cost as much as scanning them).
 pub(super) fn integer_end(bytes: &[u8], pos: usize) -> Scan<(usize, Option<i64>)> {
-    // Up to seven digits (ids of a long session have four or five): read together from a word.
-    if let Some(&word) = block_at::<8>(bytes, pos) {
+    // Up to seven digits (ids of a long session have four or five): read together from a word,
+    // which also holds the byte after them.
+    if let Some(&word) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
         let word = u64::from_le_bytes(word);
         let others = non_digits(word);
         if others != 0 {
-            let n = (others.trailing_zeros() / 8) as usize;
-            return match bytes.get(pos + n) {
-                Some(b'.' | b'e' | b'E') => number_end(bytes, pos).map(|end| (end, None)),
-                _ => Ok((pos + n, Some(digits_value(word, n)))),
+            let n = others.trailing_zeros() / 8;
+            return match (word >> (8 * n)) as u8 {
+                b'.' | b'e' | b'E' => number_end(bytes, pos).map(|end| (end, None)),
+                _ => Ok((pos + n as usize, Some(digits_value(word, n as usize)))),
             };
         }
     }
