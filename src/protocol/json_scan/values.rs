@@ -260,20 +260,34 @@ pub(super) fn number_end(bytes: &[u8], pos: usize) -> Scan {
 /// A number whose first digit (1 to 9) is at `pos`, and its value if it is an integer of at most
 /// 18 digits, read in the same pass (ids are such numbers: reading their digits again to make
 /// the id cost as much as scanning them).
+#[inline(always)]
 pub(super) fn integer_end(bytes: &[u8], pos: usize) -> Scan<(usize, Option<i64>)> {
-    // Up to seven digits (ids of a long session have four or five): read together from a word,
-    // which also holds the byte after them.
-    if let Some(&word) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
-        let word = u64::from_le_bytes(word);
-        let others = non_digits(word);
-        if others != 0 {
-            let n = others.trailing_zeros() / 8;
-            return match (word >> (8 * n)) as u8 {
-                b'.' | b'e' | b'E' => number_end(bytes, pos).map(|end| (end, None)),
-                _ => Ok((pos + n as usize, Some(digits_value(word, n as usize)))),
-            };
-        }
+    match short_integer(bytes, pos) {
+        Some((end, value)) => Ok((end, Some(value))),
+        None => long_integer_end(bytes, pos),
     }
+}
+
+/// An integer of up to seven digits at `pos` (ids of a long session have four or five), read
+/// from one word, which also holds the byte after them: where it ends and its value.
+#[inline(always)]
+fn short_integer(bytes: &[u8], pos: usize) -> Option<(usize, i64)> {
+    let word = u64::from_le_bytes(*bytes.get(pos..)?.first_chunk::<8>()?);
+    let others = non_digits(word);
+    if others == 0 {
+        return None;
+    }
+    let n = others.trailing_zeros() / 8;
+    match (word >> (8 * n)) as u8 {
+        b'.' | b'e' | b'E' => None,
+        _ => Some((pos + n as usize, digits_value(word, n as usize))),
+    }
+}
+
+/// [`integer_end`] for any other number: longer, with a fraction or an exponent, or near the
+/// end of the text.
+#[inline(never)]
+fn long_integer_end(bytes: &[u8], pos: usize) -> Scan<(usize, Option<i64>)> {
     let mut value: i64 = 0;
     let mut i = pos;
     while let Some(&d) = bytes.get(i).filter(|d| d.is_ascii_digit()) {
