@@ -11,6 +11,7 @@ use crate::io::Outgoing;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::{Frame, LineRef};
+use crate::protocol::json_scan::Fields;
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message, Params};
 use crate::protocol::method::MethodClass;
 use crate::relay::batch::Routed;
@@ -46,7 +47,14 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
+    /// A lent client line that is one object, with the fields its scan found. (Classified here,
+    /// where the envelope is taken apart, so that it is never written out for the call.)
+    pub(super) fn on_client_object(&mut self, fields: &Fields<'_>, line: LineRef<'_>) {
+        self.on_client_message(jsonrpc::classify(fields), line);
+    }
+
     /// A client line that is one message (lent already scanned, or parsed from a line).
+    #[inline(always)]
     pub(super) fn on_client_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
         match env.kind {
             Kind::Request { id, method, class } => self.take_client_request(id, method, class, env.params, line),

@@ -44,7 +44,6 @@ use crate::port::{ClientInput, ClientPort};
 use crate::process::{Child, ChildExit, Pipes, Scope, SharedTail, SpawnError};
 use crate::protocol::framing::{Frame, FramedReader, Lent};
 use crate::protocol::json_scan::Fields;
-use crate::protocol::jsonrpc;
 use crate::relay::batch::Batches;
 use crate::relay::inflight::{ClientTable, Epoch, IdMap, IdSet, OwnIds, ServerRequest};
 use crate::relay::queue::Queue;
@@ -376,7 +375,7 @@ impl<I: ClientInput> Instance<I> {
             while budget > 0 && self.reading_client() {
                 let mut fields = Fields::default();
                 match lines.next_line(&mut fields) {
-                    Some(Lent::Object(line)) => self.on_client_message(jsonrpc::classify(&fields), line),
+                    Some(Lent::Object(line)) => self.on_client_object(&fields, line),
                     Some(Lent::Line(line)) => self.on_client_line(line),
                     Some(Lent::Oversized(frame)) => self.on_client_frame(frame),
                     None => break,
@@ -406,7 +405,7 @@ impl<I: ClientInput> Instance<I> {
         while budget > 0 && self.reading_child() {
             let mut fields = Fields::default();
             match lines.next_line(&mut fields) {
-                Some(Lent::Object(line)) => self.on_child_message(jsonrpc::classify(&fields), line),
+                Some(Lent::Object(line)) => self.on_child_object(&fields, line),
                 Some(Lent::Line(line)) => self.on_child_line(line),
                 Some(Lent::Oversized(frame)) => self.on_child_frame(frame),
                 None => break,

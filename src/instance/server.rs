@@ -12,6 +12,7 @@ use crate::lifecycle::Cause;
 use crate::port::ClientInput;
 use crate::protocol::errors::OwnError;
 use crate::protocol::framing::{Frame, LineRef};
+use crate::protocol::json_scan::Fields;
 use crate::protocol::jsonrpc::{self, Envelope, Id, Json, Kind, Message};
 use crate::relay::inflight::{OwnPurpose, ServerRequest};
 use crate::relay::session::Session;
@@ -69,7 +70,14 @@ impl<I: ClientInput> Instance<I> {
         }
     }
 
+    /// A lent server line that is one object, with the fields its scan found (classified here, as
+    /// [`Self::on_client_object`] does).
+    pub(super) fn on_child_object(&mut self, fields: &Fields<'_>, line: LineRef<'_>) {
+        self.on_child_message(jsonrpc::classify(fields), line);
+    }
+
     /// A server line that is one message (lent already scanned, or parsed from a line).
+    #[inline(always)]
     pub(super) fn on_child_message(&mut self, env: Envelope<'_>, line: LineRef<'_>) {
         self.liveness.output(self.now);
         match env.kind {
