@@ -352,8 +352,10 @@ impl<I: ClientInput> Instance<I> {
     /// congested or the queue is full because of `--max-inflight` (backpressure: the server is
     /// up, so waiting for its answers beats refusing messages).
     fn reading_client(&self) -> bool {
+        // Asked for every line of a burst: the cheapest tests first (the queue is nearly always
+        // empty, so whether the server is ready is rarely asked).
         let held_back =
-            self.child_in.as_ref().is_some_and(Outbox::congested) || (self.life.is_ready() && self.queue.is_full());
+            self.child_in.as_ref().is_some_and(Outbox::congested) || (self.queue.is_full() && self.life.is_ready());
         !self.client.eof && !self.client.gone && !held_back
     }
 

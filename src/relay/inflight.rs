@@ -160,6 +160,7 @@ impl ClientTable {
         Some(answered)
     }
 
+    #[inline(always)]
     fn forget(&mut self, indexed: Indexed) {
         if let Some(d) = indexed.deadline {
             self.deadlines.remove(&(d, indexed.seq));
