@@ -45,8 +45,8 @@ use mcpvisor::process::procfs;
 use serde_json::{json, Value};
 
 use common::{
-    free_port, median, percentile, poll, raise_nofile, settled_rss_kib, tools_call, Direct, Process, Reaper, ECHO_ENV,
-    PATIENCE,
+    cpu_ns, free_port, machine, median, percentile, poll, raise_nofile, settled_rss_kib, tools_call, Direct, Process,
+    Reaper, ECHO_ENV, PATIENCE,
 };
 use http1::Conn;
 
@@ -252,14 +252,6 @@ fn http_throughput(front: &Front, session: &str, time: Duration, ids: &AtomicU64
         }
         Ok((done as f64 / elapsed, sse, cpu as f64 / 1e3 / done as f64))
     })
-}
-
-/// The CPU time of process `pid`'s threads so far, in ns (`/proc/PID/task/*/schedstat`).
-fn cpu_ns(pid: i32) -> u64 {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
-    let schedstat = |task: std::fs::DirEntry| std::fs::read_to_string(task.path().join("schedstat")).ok();
-    let first = |text: String| text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
-    tasks.filter_map(|t| schedstat(t).and_then(first)).sum()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -583,7 +575,7 @@ fn write_json(cfg: &Config, names: &[&str], runs: &[Run], rss: &[Option<u64>], m
         .map(|(i, (name, run))| (name.to_string(), json!({ "rounds": run, "rss_kib": rss.get(i).copied().flatten() })))
         .collect();
     let json = json!({
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
         "config": { "rounds": cfg.rounds, "round_trips": cfg.round_trips, "throughput_secs": cfg.throughput_for.as_secs_f64(), "in_flight": IN_FLIGHT, "sessions": cfg.sessions, "streams": cfg.streams },
         "fronts": per_front, "memory": m.0, "busy_session": m.1, "figures": figures,
     });

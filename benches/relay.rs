@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 
-const ECHO_ENV: &str = "MCPVISOR_BENCH_ECHO";
+mod common;
+
+use common::{cpu_ns, machine, ECHO_ENV};
 
 fn main() {
     if std::env::var_os(ECHO_ENV).is_some() {
@@ -61,7 +63,7 @@ fn main() {
     let medians: Vec<Figures> = results.iter().map(|r| Figures::median(r)).collect();
     print_table(&kinds, &medians);
     let json = serde_json::json!({
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
         "rounds": cfg.rounds,
         "results": kinds.iter().zip(&medians).map(|(k, f)| (k.name().to_owned(), f.to_json())).collect::<serde_json::Map<_, _>>(),
     });
@@ -127,6 +129,9 @@ struct Figures {
     /// The same, with stateless-era (2026-07-28) requests: no handshake, `_meta` in every one.
     stateless_per_sec: f64,
     big_mb_per_sec: f64,
+    /// The relay process's CPU time (all its threads, user and system) per pipelined request and
+    /// its response; none for direct pipes, which have no relay.
+    relay_cpu_ns: Option<f64>,
     /// Spawn to the answer to `initialize`.
     startup_ms: f64,
     /// mcpvisor only: SIGKILL of the server to the next successful request.
@@ -154,6 +159,10 @@ impl Figures {
             pipelined_per_sec: med(&|f| f.pipelined_per_sec),
             stateless_per_sec: med(&|f| f.stateless_per_sec),
             big_mb_per_sec: med(&|f| f.big_mb_per_sec),
+            relay_cpu_ns: rounds
+                .iter()
+                .any(|f| f.relay_cpu_ns.is_some())
+                .then(|| med(&|f| f.relay_cpu_ns.unwrap_or(0.0))),
             startup_ms: med(&|f| f.startup_ms),
             recovery_ms: rounds.iter().any(|f| f.recovery_ms.is_some()).then(|| med(&|f| f.recovery_ms.unwrap_or(0.0))),
             peak_rss_kib: med_opt(&|f| f.peak_rss_kib),
@@ -167,6 +176,7 @@ impl Figures {
             "pipelined_requests_per_sec": self.pipelined_per_sec,
             "stateless_pipelined_requests_per_sec": self.stateless_per_sec,
             "mib_messages_mb_per_sec": self.big_mb_per_sec,
+            "relay_cpu_ns_per_request": self.relay_cpu_ns,
             "startup_ms": self.startup_ms, "crash_recovery_ms": self.recovery_ms,
             "peak_rss_kib": self.peak_rss_kib, "idle_rss_kib": self.idle_rss_kib,
         })
@@ -192,6 +202,9 @@ fn print_table(kinds: &[Kind], m: &[Figures]) {
     row("pipelined small req/s", &|f| f.pipelined_per_sec, "");
     row("  stateless era", &|f| f.stateless_per_sec, "");
     row("1 MiB messages MB/s", &|f| f.big_mb_per_sec, "");
+    let cpu: String =
+        m.iter().map(|f| format!("{:>22}", f.relay_cpu_ns.map_or("-".to_owned(), |ns| format!("{ns:.0}ns")))).collect();
+    println!("{:<28}{cpu}", "relay CPU per pipelined req");
     row("startup (spawn to init)", &|f| f.startup_ms, "ms");
     for (k, f) in kinds.iter().zip(m) {
         if let Some(r) = f.recovery_ms {
@@ -324,6 +337,10 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
     lat.sort();
     let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1e6;
 
+    // The relay's CPU over the pipelined run: at these rates the client, the relay and the server
+    // share the two cores, so what the relay spends per message decides its throughput.
+    let relay = (kind != Kind::Direct).then(|| s.child.id() as i32);
+    let cpu_before = relay.map(cpu_ns);
     let t = Instant::now();
     for i in 0..cfg.pipelined_requests {
         s.send(format!("{{\"jsonrpc\":\"2.0\",\"id\":{},\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"x\":\"abcdefgh\"}}}}}}\n", 1_000_000 + i));
@@ -332,6 +349,9 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         s.recv();
     }
     let pipelined_per_sec = cfg.pipelined_requests as f64 / t.elapsed().as_secs_f64();
+    let relay_cpu_ns = relay
+        .zip(cpu_before)
+        .map(|(pid, before)| cpu_ns(pid).saturating_sub(before) as f64 / cfg.pipelined_requests as f64);
     let stateless_per_sec = stateless_pipelined(kind, cfg.pipelined_requests);
 
     let payload = "y".repeat(1 << 20);
@@ -358,6 +378,7 @@ fn run_round(kind: Kind, cfg: &Config) -> Figures {
         pipelined_per_sec,
         stateless_per_sec,
         big_mb_per_sec,
+        relay_cpu_ns,
         startup_ms,
         recovery_ms,
         peak_rss_kib,

@@ -43,7 +43,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::{json, Value};
 
-use common::{echo_server, mcpvisor_bin, median, poll, wait_for, ECHO_ENV, INITIALIZE, INITIALIZED, PATIENCE};
+use common::{echo_server, machine, mcpvisor_bin, median, poll, wait_for, ECHO_ENV, INITIALIZE, INITIALIZED, PATIENCE};
 
 /// Round trips timed in a row on one path before the next path's turn.
 const RTT_BLOCK: usize = 50;
@@ -507,7 +507,7 @@ fn write_json(cfg: &Config, m: &Memory, s: &Shared, c: &Churn, rows: &[Row]) {
         .map(|r| (r.key.to_owned(), json!({ "value": r.value, "target": r.target, "met": r.met })))
         .collect();
     let json = json!({
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
         "config": { "servers": cfg.servers, "clients": cfg.clients, "round_trips": cfg.round_trips, "rtt_rounds": cfg.rtt_rounds, "startups": cfg.startups, "cycles": cfg.cycles },
         "memory": m, "shared": s, "churn": c,
         "figures": figures,

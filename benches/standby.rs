@@ -58,8 +58,8 @@ use nix::unistd::Pid;
 use serde_json::{json, Value};
 
 use common::{
-    echo_server, mcpvisor_bin, median, poll, tools_call, wait_for, Piped, Reaper, ECHO_ENV, INITIALIZE, INITIALIZED,
-    PATIENCE, START_DELAY_ENV,
+    echo_server, machine, mcpvisor_bin, median, poll, tools_call, wait_for, Piped, Reaper, ECHO_ENV, INITIALIZE,
+    INITIALIZED, PATIENCE, START_DELAY_ENV,
 };
 
 /// How long the slow server takes to start (figures 1 and 2).
@@ -785,7 +785,7 @@ fn write_json(cfg: &Config, crash: &Crash, pool: &Pool, latency: &Latency, rows:
         .map(|r| (r.key.to_owned(), json!({ "value": r.value, "target": r.target, "met": r.met })))
         .collect();
     let json = json!({
-        "machine": { "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0) },
+        "machine": machine(),
         "config": {
             "rounds": cfg.rounds, "round_trips": cfg.round_trips, "rtt_rounds": cfg.rtt_rounds,
             "start_delay_ms": START_DELAY.as_millis() as u64,

@@ -42,6 +42,24 @@ pub fn mcpvisor_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mcpvisor"))
 }
 
+/// What the benches say of the machine they ran on, in their JSON: its cores and CPU model (the
+/// machines these benches run on change from one day to the next, and so do their figures).
+pub fn machine() -> serde_json::Value {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).and_then(|l| l.split_once(':'));
+    serde_json::json!({ "cores": cores, "cpu": model.map_or("unknown", |(_, name)| name.trim()) })
+}
+
+/// The CPU time of process `pid`'s threads so far, in ns (`/proc/PID/task/*/schedstat`: user and
+/// system time together, to the nanosecond).
+pub fn cpu_ns(pid: i32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten();
+    let schedstat = |task: std::fs::DirEntry| std::fs::read_to_string(task.path().join("schedstat")).ok();
+    let first = |text: String| text.split_whitespace().next().and_then(|n| n.parse::<u64>().ok());
+    tasks.filter_map(|t| schedstat(t).and_then(first)).sum()
+}
+
 /// Polls `done` every 10 ms for up to `timeout`; whether it came true.
 pub fn poll(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
