@@ -252,7 +252,7 @@ def plot_relay(data, out):
         ("pipelined_requests_per_sec", "pipelined small requests/s (higher is better)", "/s"),
         ("stateless_pipelined_requests_per_sec", "the same, stateless era (higher is better)", "/s"),
         ("mib_messages_mb_per_sec", "1 MiB messages, MB/s (higher is better)", "MB/s"),
-        ("relay_cpu_ns_per_request", "relay's CPU per pipelined request and answer (ns, lower is better)", "ns"),
+        ("relay_cpu_ns_per_request", "relay CPU per pipelined request (ns, lower is better)", "ns"),
     ]
     figures = [f for f in figures if any(results[c].get(f[0]) is not None for c in columns)]
     rows = (len(figures) + 1) // 2
