@@ -8,7 +8,9 @@
 //! answer to `initialize`) each way, and mcpvisor's crash recovery (SIGKILL of the server to the
 //! next successful request, with `--backoff-initial 0`), to compare with the server's start-up.
 //! Pipelined throughput is measured for both protocol eras: handshake-era requests after
-//! `initialize`, and stateless-era ones (`_meta` in each, no handshake) on a session of their own.
+//! `initialize`, and stateless-era ones (`_meta` in each, no handshake) on a session of their own;
+//! with it, the relay process's CPU time per pipelined request (what decides its throughput when
+//! the client, the relay and the server share the cores).
 //!
 //! `MCPVISOR_BENCH_BASELINE=/path/to/an/older/mcpvisor` adds that binary as a column of its own
 //! (`baseline`), interleaved with the others, to compare two builds in one run.
